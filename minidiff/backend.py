@@ -33,6 +33,7 @@ __all__ = [
     "to_numpy",
     "asarray",
     "default_rng",
+    "rng_xp",
     "cupy_available",
 ]
 
@@ -169,3 +170,10 @@ def default_rng(seed=None, xp: ModuleType | None = None):
         return seed
     xp = _module(get_backend()) if xp is None else xp
     return xp.random.default_rng(seed)
+
+
+def rng_xp(rng) -> ModuleType:
+    """Array module a Generator draws on: cupy for ``cupy.random.Generator``, else numpy."""
+    if not (hasattr(rng, "standard_normal") and hasattr(rng, "integers")):
+        raise TypeError(f"rng must be a Generator from minidiff.backend.default_rng; got {type(rng).__name__}")
+    return _load_cupy() if type(rng).__module__.split(".")[0] == "cupy" else numpy
