@@ -1,0 +1,526 @@
+r"""Layers with hand-written backward passes.
+
+Each class keeps forward and backward side by side with the same names, so every derivative can be
+read against one line of the forward. ``backward(dy)`` is a vector-Jacobian product: it returns the
+gradient w.r.t. the input and accumulates (``+=``) the parameter gradients.
+
+Image layout: the image layers (:class:`Conv2d`, :class:`GroupNorm`, :class:`Upsample`,
+:class:`Downsample`, :class:`ResBlock`) take **channels-last** arrays ``(B, H, W, C)``. With C innermost,
+an im2col patch is nine contiguous C-vectors and the convolution is one GEMM; NCHW im2col measured
+~2.4x slower here (PERF.md). :class:`~minidiff.nn.models.UNetDenoiser` accepts the usual NCHW and
+transposes once at entry and exit.
+
+Initialisation: weights ~ N(0, 1/fan_in) (LeCun normal), biases zero, norms gamma = 1, beta = 0.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .._validate import check_float_dtype, check_positive_int
+from .module import Module, Parameter
+
+__all__ = [
+    "Linear", "ReLU", "SiLU", "GELU", "Tanh", "LayerNorm", "GroupNorm", "Conv2d", "Upsample",
+    "Downsample", "Embedding", "SigmaEmbedding", "ResBlock", "make_activation", "ACTIVATIONS",
+]
+
+
+def check_input(x, name: str, like=None, ndim=None, last=None):
+    """Check that ``x`` is a float array (same backend and dtype as ``like``, when given) of rank
+    ``ndim`` whose last axis has length ``last``. Raises TypeError/ValueError naming ``name``."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array (numpy or cupy); got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name} must be float32 or float64; got dtype {x.dtype}")
+    if like is not None:
+        if backend.is_cupy_array(x) != backend.is_cupy_array(like):
+            where = "cupy" if backend.is_cupy_array(like) else "numpy"
+            raise TypeError(f"{name} must be a {where} array like the parameters; got {type(x).__module__}")
+        if x.dtype != like.dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the parameters are {like.dtype}; "
+                "cast the input or build the module with a matching dtype"
+            )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(x.shape)}")
+    if last is not None and x.shape[-1] != last:
+        raise ValueError(f"{name} must have last dimension {last}; got shape {tuple(x.shape)}")
+    return x
+
+
+def _normal(rng, shape, std: float, dtype):
+    return rng.standard_normal(shape, dtype=dtype) * float(std)
+
+
+class Linear(Module):
+    r"""Affine map on the last axis: ``y = x W + b`` with ``W`` of shape (in, out).
+
+    Backward: ``dx = dy W^T``, ``dW += x^T dy`` (summed over all leading axes), ``db += sum dy``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype="float32", seed=None):
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        dt = check_float_dtype(dtype)
+        rng = backend.default_rng(seed)
+        self.W = Parameter(_normal(rng, (self.in_features, self.out_features), 1.0 / math.sqrt(in_features), dt))
+        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_features,), dtype=dt)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        check_input(x, "x", like=self.W.data, last=self.in_features)
+        self._x = x
+        y = x @ self.W.data  # (..., in) @ (in, out) -> (..., out)
+        if self.b is not None:
+            y += self.b.data
+        return y
+
+    def backward(self, dy):
+        x = self._x
+        x2 = x.reshape(-1, self.in_features)  # (..., in) -> (N, in)
+        dy2 = dy.reshape(-1, self.out_features)  # (..., out) -> (N, out)
+        self.W.grad += x2.T @ dy2  # (in, N) @ (N, out) -> (in, out)
+        if self.b is not None:
+            self.b.grad += dy2.sum(axis=0)
+        return dy @ self.W.data.T  # (..., out) @ (out, in) -> (..., in)
+
+
+class ReLU(Module):
+    r"""``y = max(x, 0)``; ``dx = dy * [x > 0]``."""
+
+    def forward(self, x):
+        check_input(x, "x")
+        self._x = x
+        return backend.get_xp(x).maximum(x, 0.0)
+
+    def backward(self, dy):
+        return dy * (self._x > 0)
+
+
+class SiLU(Module):
+    r"""SiLU / swish (Elfwing et al. 2018; Ramachandran et al. 2017): ``y = x s(x)``, ``s = sigmoid(x)``.
+
+    ``s`` is computed as ``(1 + tanh(x/2)) / 2``, which never overflows (``1/(1+exp(-x))`` warns for
+    x < -88 in float32). Backward: ``dy/dx = s + x s (1 - s) = s (1 + x (1 - s))``.
+    """
+
+    def forward(self, x):
+        check_input(x, "x")
+        xp = backend.get_xp(x)
+        s = xp.multiply(x, 0.5)
+        xp.tanh(s, out=s)
+        s += 1.0
+        s *= 0.5  # sigmoid(x)
+        self._x, self._s = x, s
+        return x * s
+
+    def backward(self, dy):
+        x, s = self._x, self._s
+        t = 1.0 - s
+        t *= x
+        t += 1.0
+        t *= s
+        t *= dy  # dy * s (1 + x (1 - s))
+        return t
+
+
+class GELU(Module):
+    r"""GELU, tanh form (Hendrycks & Gimpel 2016, Eq. in Sec. 2):
+    ``y = x/2 (1 + tanh(u))``, ``u = c (x + a x^3)``, ``c = sqrt(2/pi)``, ``a = 0.044715``.
+
+    Backward: ``dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)`` with ``t = tanh(u)``. The exact erf
+    form is not offered: erf is ~40x slower than the tanh form on CPU (PERF.md).
+    """
+
+    _c = math.sqrt(2.0 / math.pi)
+    _a = 0.044715
+
+    def forward(self, x):
+        check_input(x, "x")
+        xp = backend.get_xp(x)
+        t = x * x
+        t *= self._a
+        t += 1.0
+        t *= x
+        t *= self._c
+        xp.tanh(t, out=t)  # t = tanh(c (x + a x^3))
+        self._x, self._t = x, t
+        y = t + 1.0
+        y *= x
+        y *= 0.5
+        return y
+
+    def backward(self, dy):
+        x, t = self._x, self._t
+        d = x * x
+        d *= 3.0 * self._a
+        d += 1.0
+        d *= self._c
+        d *= 1.0 - t * t
+        d *= x
+        d += 1.0 + t
+        d *= 0.5
+        d *= dy
+        return d
+
+
+class Tanh(Module):
+    r"""``y = tanh(x)``; ``dx = dy (1 - y^2)``."""
+
+    def forward(self, x):
+        check_input(x, "x")
+        self._y = backend.get_xp(x).tanh(x)
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1.0 - self._y * self._y)
+
+
+ACTIVATIONS = {"relu": ReLU, "silu": SiLU, "gelu": GELU, "tanh": Tanh}
+
+
+def make_activation(name: str) -> Module:
+    """A fresh activation module by name: one of ``ACTIVATIONS`` ('relu', 'silu', 'gelu', 'tanh')."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+def _norm_backward(dy, xhat, inv_std, gamma, axes, n):
+    r"""Shared normalisation VJP. With ``g = dy * gamma`` (the gradient w.r.t. ``xhat``):
+    ``dx = inv_std (g - mean(g) - xhat mean(g xhat))``, means over the normalised axes (n elements)."""
+    g = dy * gamma
+    mean_g = g.sum(axis=axes, keepdims=True) * (1.0 / n)
+    mean_gx = (g * xhat).sum(axis=axes, keepdims=True) * (1.0 / n)
+    g -= mean_g
+    g -= xhat * mean_gx
+    g *= inv_std
+    return g
+
+
+class LayerNorm(Module):
+    r"""Layer normalisation over the last axis (Ba et al. 2016):
+    ``xhat = (x - mu) / sqrt(var + eps)``, ``y = gamma xhat + beta``.
+
+    Backward: ``dgamma += sum dy xhat``, ``dbeta += sum dy``,
+    ``dx = (g - mean(g) - xhat mean(g xhat)) / sqrt(var + eps)`` with ``g = dy gamma``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, dtype="float32"):
+        self.dim = check_positive_int(dim, "dim")
+        self.eps = float(eps)
+        dt = check_float_dtype(dtype)
+        xp = backend.get_xp()
+        self.gamma = Parameter(xp.ones((self.dim,), dtype=dt))
+        self.beta = Parameter(xp.zeros((self.dim,), dtype=dt))
+
+    def forward(self, x):
+        check_input(x, "x", like=self.gamma.data, last=self.dim)
+        xp = backend.get_xp(x)
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        inv_std = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + self.eps)
+        xhat = xc * inv_std
+        self._xhat, self._inv_std = xhat, inv_std
+        return xhat * self.gamma.data + self.beta.data
+
+    def backward(self, dy):
+        xhat = self._xhat
+        lead = tuple(range(dy.ndim - 1))
+        self.gamma.grad += (dy * xhat).sum(axis=lead)
+        self.beta.grad += dy.sum(axis=lead)
+        return _norm_backward(dy, xhat, self._inv_std, self.gamma.data, -1, self.dim)
+
+
+class GroupNorm(Module):
+    r"""Group normalisation on channels-last images (Wu & He 2018): the C channels of ``x (B, H, W, C)``
+    are split into ``groups`` groups; each (sample, group) is normalised over its H*W*C/groups values,
+    then ``y = gamma xhat + beta`` per channel. Backward as in :class:`LayerNorm`, with the means over
+    each (sample, group).
+    """
+
+    def __init__(self, groups: int, channels: int, eps: float = 1e-5, dtype="float32"):
+        self.groups = check_positive_int(groups, "groups")
+        self.channels = check_positive_int(channels, "channels")
+        if channels % groups:
+            raise ValueError(f"channels ({channels}) must be divisible by groups ({groups})")
+        self.eps = float(eps)
+        dt = check_float_dtype(dtype)
+        xp = backend.get_xp()
+        self.gamma = Parameter(xp.ones((self.channels,), dtype=dt))
+        self.beta = Parameter(xp.zeros((self.channels,), dtype=dt))
+
+    def forward(self, x):
+        check_input(x, "x", like=self.gamma.data, ndim=4, last=self.channels)
+        xp = backend.get_xp(x)
+        B, H, W, C = x.shape
+        G = self.groups
+        xg = x.reshape(B, H * W, G, C // G)  # (B, H, W, C) -> (B, HW, G, C/G)
+        mu = xg.mean(axis=(1, 3), keepdims=True)  # (B, 1, G, 1)
+        xc = xg - mu
+        inv_std = 1.0 / xp.sqrt((xc * xc).mean(axis=(1, 3), keepdims=True) + self.eps)
+        xc *= inv_std  # xhat, (B, HW, G, C/G)
+        self._xhat, self._inv_std = xc, inv_std
+        y = xc.reshape(B, H, W, C) * self.gamma.data  # (B, HW, G, C/G) -> (B, H, W, C)
+        y += self.beta.data
+        return y
+
+    def backward(self, dy):
+        B, H, W, C = dy.shape
+        G = self.groups
+        xhat = self._xhat
+        dy2 = dy.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C)
+        self.gamma.grad += (dy2 * xhat.reshape(B * H * W, C)).sum(axis=0)
+        self.beta.grad += dy2.sum(axis=0)
+        gamma = self.gamma.data.reshape(G, C // G)  # (C,) -> (G, C/G)
+        dyg = dy.reshape(B, H * W, G, C // G)  # (B, H, W, C) -> (B, HW, G, C/G)
+        dx = _norm_backward(dyg, xhat, self._inv_std, gamma, (1, 3), H * W * (C // G))
+        return dx.reshape(B, H, W, C)
+
+
+class Conv2d(Module):
+    r"""2-D convolution (cross-correlation) on channels-last images, kernel 1x1 or 3x3, stride 1 or 2,
+    zero padding ``padding`` (default ``kernel_size // 2``, "same" at stride 1).
+
+    ``y[b, i, j, o] = b_o + sum_{u, v, c} xpad[b, s i + u, s j + v, c] W[u, v, c, o]``.
+
+    Implemented as im2col + one GEMM: ``cols (N, k k C)`` holds, for each output pixel, the k*k patch of
+    C-vectors (built with k*k strided slice copies, contiguous in C), and ``y = cols @ W.reshape(kkC, O)``.
+    Backward: ``dW += cols^T dy``, ``db += sum dy``, ``dcols = dy W^T``, folded back into ``dxpad`` with
+    k*k shifted strided slice-adds (col2im; no ``add.at``), then cropped.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding=None, bias: bool = True, dtype="float32", seed=None):
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        if kernel_size not in (1, 3):
+            raise ValueError(f"kernel_size must be 1 or 3; got {kernel_size!r}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2; got {stride!r}")
+        padding = kernel_size // 2 if padding is None else padding
+        self.padding = check_positive_int(padding, "padding", minimum=0)
+        self.kernel_size, self.stride = int(kernel_size), int(stride)
+        dt = check_float_dtype(dtype)
+        rng = backend.default_rng(seed)
+        k = self.kernel_size
+        fan_in = k * k * self.in_channels
+        self.W = Parameter(_normal(rng, (k, k, self.in_channels, self.out_channels), 1.0 / math.sqrt(fan_in), dt))
+        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_channels,), dtype=dt)) if bias else None
+
+    def _out_size(self, n):
+        return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
+
+    def forward(self, x):
+        check_input(x, "x", like=self.W.data, ndim=4, last=self.in_channels)
+        xp = backend.get_xp(x)
+        B, H, W, C = x.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        Ho, Wo = self._out_size(H), self._out_size(W)
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"input {H}x{W} is too small for kernel {k}, stride {s}, padding {p}")
+        if k == 1 and s == 1 and p == 0:
+            cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy
+        else:
+            if p:
+                xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=x.dtype)
+                xpad[:, p:p + H, p:p + W, :] = x
+            else:
+                xpad = x
+            cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
+            for u in range(k):
+                for v in range(k):
+                    cols[:, :, :, u, v, :] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
+            cols = cols.reshape(B * Ho * Wo, k * k * C)  # (B, Ho, Wo, k, k, C) -> (N, kkC), no copy
+        self._cols, self._xshape = cols, x.shape
+        y = cols @ self.W.data.reshape(k * k * C, self.out_channels)  # (N, kkC) @ (kkC, O) -> (N, O)
+        if self.b is not None:
+            y += self.b.data
+        return y.reshape(B, Ho, Wo, self.out_channels)  # (N, O) -> (B, Ho, Wo, O)
+
+    def backward(self, dy):
+        xp = backend.get_xp(dy)
+        B, H, W, C = self._xshape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        Ho, Wo, O = dy.shape[1], dy.shape[2], self.out_channels
+        cols = self._cols
+        dy2 = dy.reshape(B * Ho * Wo, O)  # (B, Ho, Wo, O) -> (N, O)
+        W2 = self.W.data.reshape(k * k * C, O)  # (k, k, C, O) -> (kkC, O)
+        self.W.grad += (cols.T @ dy2).reshape(self.W.data.shape)  # (kkC, N) @ (N, O) -> (kkC, O)
+        if self.b is not None:
+            self.b.grad += dy2.sum(axis=0)
+        dcols = dy2 @ W2.T  # (N, O) @ (O, kkC) -> (N, kkC)
+        if k == 1 and s == 1 and p == 0:
+            return dcols.reshape(B, H, W, C)
+        dcols = dcols.reshape(B, Ho, Wo, k, k, C)  # (N, kkC) -> (B, Ho, Wo, k, k, C)
+        dxpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=dy.dtype)
+        for u in range(k):
+            for v in range(k):
+                dxpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :] += dcols[:, :, :, u, v, :]
+        if p:
+            return xp.ascontiguousarray(dxpad[:, p:p + H, p:p + W, :])
+        return dxpad
+
+
+class Upsample(Module):
+    r"""Nearest-neighbour 2x upsampling, channels-last: ``y[b, i, j] = x[b, i // 2, j // 2]``.
+    Backward: ``dx[b, i, j] = sum of dy over the 2x2 block it was copied to``."""
+
+    def forward(self, x):
+        check_input(x, "x", ndim=4)
+        xp = backend.get_xp(x)
+        B, H, W, C = x.shape
+        y = xp.broadcast_to(x[:, :, None, :, None, :], (B, H, 2, W, 2, C))
+        return y.reshape(B, 2 * H, 2 * W, C)  # (B, H, 2, W, 2, C) -> (B, 2H, 2W, C), one copy
+
+    def backward(self, dy):
+        B, H2, W2, C = dy.shape
+        return dy.reshape(B, H2 // 2, 2, W2 // 2, 2, C).sum(axis=(2, 4))  # -> (B, H, W, C)
+
+
+class Downsample(Module):
+    r"""2x2 average pooling, channels-last: ``y[b, i, j] = mean of x over the block (2i..2i+1, 2j..2j+1)``.
+    Backward: each input pixel receives ``dy / 4`` of its block. H and W must be even."""
+
+    def forward(self, x):
+        check_input(x, "x", ndim=4)
+        B, H, W, C = x.shape
+        if H % 2 or W % 2:
+            raise ValueError(f"Downsample needs even H and W; got shape {tuple(x.shape)}")
+        y = x.reshape(B, H // 2, 2, W // 2, 2, C).sum(axis=(2, 4))  # (B, H, W, C) -> (B, H/2, W/2, C)
+        y *= 0.25
+        return y
+
+    def backward(self, dy):
+        xp = backend.get_xp(dy)
+        B, H, W, C = dy.shape
+        dx = xp.broadcast_to((dy * 0.25)[:, :, None, :, None, :], (B, H, 2, W, 2, C))
+        return dx.reshape(B, 2 * H, 2 * W, C)  # (B, H, 2, W, 2, C) -> (B, 2H, 2W, C), one copy
+
+
+class Embedding(Module):
+    r"""Lookup table ``y = W[labels]`` for integer labels in ``[0, num_embeddings)``.
+
+    For class conditioning with classifier-free guidance, build it with ``num_classes + 1`` rows: the
+    last row is the learned NULL label (Ho & Salimans 2022). Backward: ``dW += onehot(labels)^T dy`` (a
+    small GEMM rather than ``add.at``, identical on NumPy and CuPy); labels get no gradient (returns None).
+    """
+
+    def __init__(self, num_embeddings: int, dim: int, dtype="float32", seed=None):
+        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
+        self.dim = check_positive_int(dim, "dim")
+        dt = check_float_dtype(dtype)
+        rng = backend.default_rng(seed)
+        self.W = Parameter(_normal(rng, (self.num_embeddings, self.dim), 1.0, dt))
+
+    def check_labels(self, labels, batch=None):
+        """Validate integer labels of shape (B,) within [0, num_embeddings) before any indexing
+        (CuPy wraps out-of-range indices silently)."""
+        if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must be an integer array of shape (B,); got {getattr(labels, 'dtype', type(labels).__name__)}")
+        if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
+            want = "(B,)" if batch is None else f"({batch},)"
+            raise ValueError(f"labels must have shape {want}; got {tuple(labels.shape)}")
+        if backend.is_cupy_array(labels) != backend.is_cupy_array(self.W.data):
+            raise TypeError("labels must live on the same backend (numpy/cupy) as the parameters")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= self.num_embeddings):
+            raise ValueError(
+                f"labels must lie in [0, {self.num_embeddings - 1}]; got range "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
+        return labels
+
+    def forward(self, labels):
+        self.check_labels(labels)
+        self._labels = labels
+        return self.W.data[labels]  # (B,) -> (B, dim)
+
+    def backward(self, dy):
+        xp = backend.get_xp(dy)
+        onehot = (self._labels[:, None] == xp.arange(self.num_embeddings)[None, :]).astype(dy.dtype)
+        self.W.grad += onehot.T @ dy  # (n, B) @ (B, dim) -> (n, dim)
+        return None
+
+
+class SigmaEmbedding(Module):
+    r"""Sinusoidal features of the log noise level, with no parameters:
+
+    ``u = log(sigma)``, ``e(sigma) = [sin(w_k u), cos(w_k u)]_{k=1..K}``, ``w_k`` geometric from
+    ``min_frequency`` to ``max_frequency``.
+
+    Injectivity: the lowest pair alone, (sin w_1 u, cos w_1 u), is injective in u on any interval of
+    length < 2 pi / w_1. With the default w_1 = 1/4 that is 25.1 in log(sigma), i.e. sigma ratios up to
+    ~8e10 (e.g. [1e-5, 1e5]); the range of every schedule in minidiff (~1e-3 .. ~2e4, ratio 2e7) fits.
+    The higher frequencies (up to 8 rad per e-fold) resolve nearby sigmas. By contrast the 2-feature
+    (sin, cos) of ``log(sigma)/2`` wraps once ``log(sigma_max / sigma_min) > 4 pi`` (a ratio ~2.9e5).
+
+    Backward: ``de/du = [w_k cos(w_k u), -w_k sin(w_k u)]`` and ``du/dsigma = 1/sigma``; returns
+    ``dsigma`` (B,) (the models do not differentiate through sigma; it is here for gradcheck).
+    """
+
+    def __init__(self, num_frequencies: int = 8, min_frequency: float = 0.25, max_frequency: float = 8.0,
+                 dtype="float32"):
+        self.num_frequencies = check_positive_int(num_frequencies, "num_frequencies")
+        if not (0.0 < min_frequency <= max_frequency):
+            raise ValueError(f"need 0 < min_frequency <= max_frequency; got {min_frequency}, {max_frequency}")
+        self.min_frequency, self.max_frequency = float(min_frequency), float(max_frequency)
+        self.dtype = check_float_dtype(dtype)
+        self.dim = 2 * self.num_frequencies
+        K = self.num_frequencies
+        ratio = (self.max_frequency / self.min_frequency) ** (1.0 / (K - 1)) if K > 1 else 1.0
+        self._freqs = [self.min_frequency * ratio ** k for k in range(K)]  # Python floats, cast at use
+
+    def forward(self, sigma):
+        """``sigma``: array (B,) of positive noise levels -> features (B, 2K)."""
+        check_input(sigma, "sigma", ndim=1)
+        xp = backend.get_xp(sigma)
+        w = xp.asarray(self._freqs, dtype=sigma.dtype)  # (K,)
+        u = xp.log(sigma)
+        wu = u[:, None] * w[None, :]  # (B, 1) * (1, K) -> (B, K)
+        self._sigma, self._wu, self._w = sigma, wu, w
+        return xp.concatenate([xp.sin(wu), xp.cos(wu)], axis=1)  # (B, 2K)
+
+    def backward(self, de):
+        xp = backend.get_xp(de)
+        K = self.num_frequencies
+        wu, w = self._wu, self._w
+        du = (de[:, :K] * xp.cos(wu) - de[:, K:] * xp.sin(wu)) @ w  # (B, K) @ (K,) -> (B,)
+        return du / self._sigma
+
+
+class ResBlock(Module):
+    r"""Residual block with a noise-embedding shift (Ho et al. 2020, App. B; Nichol & Dhariwal 2021):
+
+    ``h = conv1(silu(gn1(x)))``; ``h = h + proj(e)[:, None, None, :]``; ``h = conv2(silu(gn2(h)))``;
+    ``y = skip(x) + h`` with ``skip`` the identity when ``in_channels == out_channels`` else a 1x1 conv.
+    ``e`` (B, emb_dim) is the already-activated embedding. Channels-last.
+
+    ``forward(x, e) -> y``; ``backward(dy) -> (dx, de)`` by the chain rule through the same steps.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int = 8,
+                 dtype="float32", seed=None):
+        rng = backend.default_rng(seed)
+        self.gn1 = GroupNorm(groups, in_channels, dtype=dtype)
+        self.act1 = SiLU()
+        self.conv1 = Conv2d(in_channels, out_channels, 3, dtype=dtype, seed=rng)
+        self.proj = Linear(emb_dim, out_channels, dtype=dtype, seed=rng)
+        self.gn2 = GroupNorm(groups, out_channels, dtype=dtype)
+        self.act2 = SiLU()
+        self.conv2 = Conv2d(out_channels, out_channels, 3, dtype=dtype, seed=rng)
+        self.skip = Conv2d(in_channels, out_channels, 1, dtype=dtype, seed=rng) if in_channels != out_channels else None
+
+    def forward(self, x, e):
+        h = self.conv1(self.act1(self.gn1(x)))
+        h += self.proj(e)[:, None, None, :]  # (B, O) -> (B, 1, 1, O), added per channel
+        h = self.conv2(self.act2(self.gn2(h)))
+        h += x if self.skip is None else self.skip(x)
+        return h
+
+    def backward(self, dy):
+        dh = self.gn2.backward(self.act2.backward(self.conv2.backward(dy)))
+        de = self.proj.backward(dh.sum(axis=(1, 2)))  # (B, H, W, O) -> (B, O)
+        dx = self.gn1.backward(self.act1.backward(self.conv1.backward(dh)))
+        dx += dy if self.skip is None else self.skip.backward(dy)
+        return dx, de
