@@ -21,6 +21,7 @@ HOST_MODULES = {
     "reversal.py": "scipy KD-tree neighbour search on the CPU path",
     "plotting.py": "matplotlib needs host arrays",
     "cli.py": "command line I/O (.npy/.csv files)",
+    "fileio.py": "reading users' .npy/.csv files",
 }
 FORBIDDEN_EVERYWHERE = {"torch", "jax", "jaxlib", "autograd", "tensorflow"}
 

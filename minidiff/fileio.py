@@ -1,0 +1,47 @@
+"""Reading a user's own data files (host module: file I/O is NumPy on the host)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["load_points_file"]
+
+
+def load_points_file(path) -> np.ndarray:
+    """Load training data from ``.npy`` (points (N, D) or images (N, C, H, W), or (N, H, W) taken
+    as one channel) or ``.csv`` (points, one per row, comma-separated; a non-numeric header row is
+    skipped). Returns float64 on the host; rejects empty files, NaN/inf and non-numeric data."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"data file {path!r} is not a plain numeric .npy array ({exc})") from exc
+    elif ext == ".csv":
+        with open(path) as f:
+            first = f.readline()
+        try:
+            [float(v) for v in first.strip().split(",")]
+            skip = 0
+        except ValueError:
+            skip = 1  # a header row
+        try:
+            arr = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        except ValueError as exc:
+            raise ValueError(f"data file {path!r} must hold numbers, one point per row ({exc})") from exc
+    else:
+        raise ValueError(f"data file must end in .npy or .csv; got {path!r}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"data file {path!r} must hold numbers; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 3:
+        arr = arr[:, None]  # (N, H, W) -> (N, 1, H, W)
+    if arr.ndim not in (2, 4) or arr.shape[0] == 0:
+        raise ValueError(f"data file {path!r} must hold points (N, D) or images (N, C, H, W); got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"data file {path!r} contains NaN or inf")
+    return arr
