@@ -1,0 +1,130 @@
+"""Checkpoints: exact round trip, atomic writes, and clear errors for damaged or mismatched files."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minidiff import backend
+from minidiff.nn import EMA, Adam, MLPDenoiser, UNetDenoiser, checkpoint, load, save
+
+
+@pytest.fixture(autouse=True)
+def numpy_backend():
+    with backend.use_backend("numpy"):
+        yield
+
+
+def trained(model, steps=3):
+    opt = Adam(model.parameters(), lr=1e-2)
+    ema = EMA(model, decay=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        x = rng.standard_normal((4,) + model_input_shape(model)).astype(np.float32)
+        out = model(x, 0.5)
+        opt.zero_grad()
+        model.backward(out)
+        opt.step()
+        ema.update()
+    return opt, ema
+
+
+def model_input_shape(model):
+    return (model.dim,) if isinstance(model, MLPDenoiser) else (model.channels, 8, 8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MLPDenoiser(2, hidden=(16, 16), num_classes=3, seed=1),
+    lambda: UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4, seed=1),
+])
+def test_save_load_identical_outputs(tmp_path, make):
+    model = make()
+    opt, ema = trained(model)
+    path = tmp_path / "ckpt.npz"
+    save(path, model, optimizer=opt, ema=ema, config={"lr": 1e-2}, extra={"step": 3, "losses": [1.0, 0.5]})
+    ck = load(path)
+    x = np.random.default_rng(5).standard_normal((3,) + model_input_shape(model)).astype(np.float32)
+    assert np.array_equal(ck.model(x, 0.7), model(x, 0.7))  # bitwise: same weights, same code
+    assert ck.config == {"lr": 1e-2} and ck.extra == {"step": 3, "losses": [1.0, 0.5]}
+    assert ck.model_class == type(model).__name__ and ck.model.config == model.config
+    # optimizer and EMA resume exactly
+    opt2 = Adam(ck.model.parameters(), lr=1e-2)
+    opt2.load_state_dict(ck.optimizer_state)
+    assert opt2.step_count == 3
+    for a, b in zip(opt.state, opt2.state):
+        assert np.array_equal(a["m"], b["m"]) and np.array_equal(a["v"], b["v"])
+    ema2 = EMA(ck.model, decay=0.5)
+    ema2.load_state_dict(ck.ema_state)
+    assert ema2.decay == 0.9 and all(np.array_equal(ema.shadow[k], ema2.shadow[k]) for k in ema.shadow)
+    assert os.listdir(tmp_path) == ["ckpt.npz"]  # no temp files left behind
+
+
+def test_float64_model_roundtrip(tmp_path):
+    model = MLPDenoiser(2, hidden=(8,), dtype="float64", seed=2)
+    save(tmp_path / "m.npz", model)
+    ck = load(tmp_path / "m.npz")
+    assert all(p.data.dtype == np.float64 for p in ck.model.parameters())
+    assert ck.optimizer_state is None and ck.ema_state is None and ck.extra is None
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save(path, MLPDenoiser(2, hidden=(16,)))
+    raw = path.read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 10, 20):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(raw[:cut])
+        with pytest.raises(ValueError, match="checkpoint"):
+            load(bad)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file at all" * 10)
+    with pytest.raises(ValueError, match="checkpoint"):
+        load(garbage)
+
+
+def rewrite(path, mutate):
+    """Load the archive's raw arrays and header, let ``mutate`` change them, write them back."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    mutate(arrays, meta)
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda a, m: m.update(version=99), "version 99"),
+    (lambda a, m: m.update(format="something-else"), "not a minidiff checkpoint"),
+    (lambda a, m: a.pop("model/linears.0.W"), "do not match the header"),
+    (lambda a, m: a.update({"model/linears.0.W": np.zeros((3, 3), np.float32)}), "header says"),
+    (lambda a, m: m["model_config"].update(hidden=[32]), "shape"),  # config disagrees with weights
+    (lambda a, m: m.update(model_class="Nope"), "unknown model class"),
+])
+def test_mismatched_file_gives_clear_error(tmp_path, mutate, match):
+    path = tmp_path / "ckpt.npz"
+    save(path, MLPDenoiser(2, hidden=(16,)))
+    rewrite(path, mutate)
+    with pytest.raises(ValueError, match=match):
+        load(path)
+
+
+def test_failed_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    model = MLPDenoiser(2, hidden=(16,), seed=1)
+    save(path, model, extra={"step": 1})
+    original = path.read_bytes()
+    with pytest.raises(TypeError, match="JSON"):
+        save(path, model, extra={"step": object()})  # fails before writing
+    assert path.read_bytes() == original
+
+    def broken_replace(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="simulated"):
+        save(path, MLPDenoiser(2, hidden=(16,), seed=2), extra={"step": 2})  # fails after writing the temp
+    assert path.read_bytes() == original
+    assert os.listdir(tmp_path) == ["ckpt.npz"]  # the temp file was removed
+    monkeypatch.undo()
+    assert load(path).extra == {"step": 1}
