@@ -19,7 +19,7 @@ import math
 from . import backend
 from ._validate import check_array, check_positive_int
 
-__all__ = ["manifold_distance", "knn_distances", "memorization_rate", "sliced_wasserstein",
+__all__ = ["manifold_distance", "knn", "knn_distances", "memorization_rate", "sliced_wasserstein",
            "mmd_rbf", "precision_recall"]
 
 _CHUNK = 1024
@@ -71,6 +71,12 @@ def knn_distances(x, ref, k=2, chunk_size=_CHUNK):
     k distances are recomputed exactly from differences (so a sample equal to a training
     point gets d1 = 0 exactly). Near-ties within GEMM rounding may swap candidates.
     """
+    return knn(x, ref, k, chunk_size)[0]
+
+
+def knn(x, ref, k=2, chunk_size=_CHUNK):
+    """k nearest rows of ``ref`` for each row of ``x``: (distances (B, k) ascending, indices (B, k)).
+    Same algorithm as :func:`knn_distances` (chunked GEMM search, exact recomputation)."""
     x, ref, xp = _pair(x, ref, "x", "ref")
     k = check_positive_int(k, "k")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
@@ -80,6 +86,7 @@ def knn_distances(x, ref, k=2, chunk_size=_CHUNK):
     xc, rc = x - c, ref - c
     r_sq = (rc * rc).sum(axis=1)  # (N,)
     out = xp.empty((x.shape[0], k), dtype=x.dtype)
+    out_i = xp.empty((x.shape[0], k), dtype="int64")
     for qs in range(0, x.shape[0], chunk_size):
         q = xc[qs:qs + chunk_size]  # (b, D)
         best = xp.full((q.shape[0], k), xp.inf, dtype=x.dtype)
@@ -92,8 +99,11 @@ def knn_distances(x, ref, k=2, chunk_size=_CHUNK):
             best = xp.take_along_axis(cand, sel, axis=1)
             best_i = xp.take_along_axis(cand_i, sel, axis=1)
         diff = q[:, None, :] - rc[best_i]  # (b, k, D) exact differences to the chosen points
-        out[qs:qs + chunk_size] = xp.sort(xp.sqrt((diff * diff).sum(axis=2)), axis=1)
-    return out
+        d = xp.sqrt((diff * diff).sum(axis=2))  # (b, k)
+        order = xp.argsort(d, axis=1)
+        out[qs:qs + chunk_size] = xp.take_along_axis(d, order, axis=1)
+        out_i[qs:qs + chunk_size] = xp.take_along_axis(best_i, order, axis=1)
+    return out, out_i
 
 
 def memorization_rate(samples, train, ratio=1.0 / 3.0, chunk_size=_CHUNK):
