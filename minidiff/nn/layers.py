@@ -14,6 +14,7 @@ Initialisation: weights ~ N(0, 1/fan_in) (LeCun normal), biases zero, norms gamm
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 from .. import backend
@@ -47,6 +48,12 @@ def check_input(x, name: str, like=None, ndim=None, last=None):
     if last is not None and x.shape[-1] != last:
         raise ValueError(f"{name} must have last dimension {last}; got shape {tuple(x.shape)}")
     return x
+
+
+def _ignore_overflow(xp):
+    """NumPy's errstate(over='ignore'); a no-op context for backends without errstate (CuPy never warns)."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(over="ignore") if errstate is not None else contextlib.nullcontext()
 
 
 def _normal(rng, shape, std: float, dtype):
@@ -101,17 +108,19 @@ class ReLU(Module):
 class SiLU(Module):
     r"""SiLU / swish (Elfwing et al. 2018; Ramachandran et al. 2017): ``y = x s(x)``, ``s = sigmoid(x)``.
 
-    ``s`` is computed as ``(1 + tanh(x/2)) / 2``, which never overflows (``1/(1+exp(-x))`` warns for
-    x < -88 in float32). Backward: ``dy/dx = s + x s (1 - s) = s (1 + x (1 - s))``.
+    ``s = 1 / (1 + exp(-x))`` in place (exp is ~2x faster than tanh in NumPy float32). For x < -88
+    (float32) ``exp(-x)`` overflows to inf and ``1 / inf = 0`` is the exact limit, so NumPy's overflow
+    warning is silenced here (CuPy does not warn). Backward: ``dy/dx = s + x s (1 - s) = s (1 + x (1 - s))``.
     """
 
     def forward(self, x):
         check_input(x, "x")
         xp = backend.get_xp(x)
-        s = xp.multiply(x, 0.5)
-        xp.tanh(s, out=s)
+        s = xp.negative(x)
+        with _ignore_overflow(xp):
+            xp.exp(s, out=s)
         s += 1.0
-        s *= 0.5  # sigmoid(x)
+        xp.reciprocal(s, out=s)  # sigmoid(x)
         self._x, self._s = x, s
         return x * s
 
