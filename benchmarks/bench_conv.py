@@ -1,0 +1,80 @@
+"""Conv2d 3x3, 32 -> 32, 28x28, batch 64, forward + backward: minidiff (channels-last im2col) vs PyTorch.
+
+minidiff's Conv2d takes NHWC; PyTorch is timed in its default NCHW layout and in channels_last. The
+GEMM fraction counts the three products of an im2col conv (forward, dW, dx: 3 x 2 N kkC O flops)
+against this machine's measured float32 GEMM rate. Timed in alternation; minima are least disturbed
+by other load on the machine.
+
+    python benchmarks/bench_conv.py [--rounds 10]
+"""
+import argparse
+import os
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+from minidiff.nn import Conv2d  # noqa: E402
+
+
+def interleaved(fns, rounds, inner):
+    """{name: (min ms, median ms)} per call, implementations timed in alternation."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t) / inner * 1e3)
+    return {name: (min(ts), float(np.median(ts))) for name, ts in times.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    args = ap.parse_args()
+    B, H, W, C, O = 64, 28, 28, 32, 32
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, H, W, C)).astype(np.float32)
+    dy = rng.standard_normal((B, H, W, O)).astype(np.float32)
+    conv = Conv2d(C, O, 3, seed=0)
+
+    def md():
+        conv(x)
+        conv.backward(dy)
+
+    a = rng.standard_normal((1024, 1024)).astype(np.float32)
+    fns = {"minidiff NHWC": md, "gemm1024": lambda: a @ a}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(2)
+        tconv = torch.nn.Conv2d(C, O, 3, padding=1)
+        for name, fmt in (("torch NCHW", torch.contiguous_format), ("torch channels_last", torch.channels_last)):
+            m = tconv.to(memory_format=fmt) if fmt is torch.channels_last else torch.nn.Conv2d(C, O, 3, padding=1)
+            tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt).requires_grad_()
+            tdy = torch.from_numpy(dy.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=fmt)
+
+            def step(m=m, tx=tx, tdy=tdy):
+                m(tx).backward(tdy)
+            fns[name] = step
+    res = interleaved(fns, args.rounds, 3)
+    peak = 2 * 1024 ** 3 / (res.pop("gemm1024")[0] * 1e-3) / 1e9
+    flops = 3 * 2 * B * H * W * 9 * C * O
+    print(f"Conv2d 3x3 {C}->{O}, {H}x{W}, batch {B}, forward + backward, float32, 2 threads")
+    print(f"measured float32 GEMM rate (1024^3): {peak:.0f} GFLOP/s; conv GEMM work {flops / 1e9:.2f} GFLOP")
+    ref = res.get("torch NCHW", (None,))[0]
+    print(f"{'impl':<22}{'min ms':>9}{'median':>9}{'ratio(min)':>12}{'GEMM frac':>11}")
+    for name, (best, med) in res.items():
+        ratio = f"{best / ref:.2f}" if ref else "-"
+        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratio:>12}{flops / (best * 1e-3) / 1e9 / peak:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
