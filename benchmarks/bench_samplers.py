@@ -30,32 +30,12 @@ from minidiff.datasets import get_dataset
 from minidiff.ideal import IdealDenoiser
 from minidiff.schedules import karras_sigmas, log_linear_sigmas
 
-try:
-    from minidiff.metrics import sliced_wasserstein
-except ImportError:  # metrics.py is written concurrently; a minimal local version until then
-    sliced_wasserstein = None
-
-
-def local_sliced_wasserstein(a, b, n_projections=256, seed=0):
-    """SW_2 between equal-size point clouds: sqrt(mean over random unit directions of the
-    mean squared difference of the sorted projections)."""
-    a, b = backend.to_numpy(a), backend.to_numpy(b)  # host copies for the metric
-    if a.shape != b.shape:
-        raise ValueError(f"need equal-size clouds; got {a.shape} and {b.shape}")
-    d = np.random.default_rng(seed).standard_normal((a.shape[1], n_projections))
-    d /= np.linalg.norm(d, axis=0, keepdims=True)
-    pa = np.sort(a @ d, axis=0)  # (n, D) @ (D, L) -> (n, L)
-    pb = np.sort(b @ d, axis=0)
-    return float(np.sqrt(np.mean((pa - pb) ** 2)))
+from minidiff.metrics import sliced_wasserstein
 
 
 def sw(a, b, seed):
-    if sliced_wasserstein is not None:
-        try:
-            return float(sliced_wasserstein(a, b, n_projections=256, rng=seed))
-        except TypeError:  # a signature other than the one guessed here: fall back
-            pass
-    return local_sliced_wasserstein(a, b, seed=seed)
+    """SW_2 with 256 random directions drawn from ``seed`` (minidiff.metrics)."""
+    return sliced_wasserstein(a, b, n_projections=256, rng=seed)
 
 
 GRIDS = {"log-linear": log_linear_sigmas, "karras": karras_sigmas}
@@ -134,7 +114,7 @@ def main(argv=None):
     data = get_dataset("spiral")
     print(f"# bench_samplers: spiral, n_train={args.n_train}, n_samples={args.n_samples}, seeds={args.seeds}, "
           f"sigma in [{args.sigma_min}, {args.sigma_max}] then 0, backend={backend.get_backend()}")
-    print(f"# SW: {'minidiff.metrics.sliced_wasserstein' if sliced_wasserstein else 'local SW_2 (256 directions)'}")
+    print("# SW: minidiff.metrics.sliced_wasserstein, 256 directions")
     print("# numbers in parentheses: actual NFE where it differs from the column's (Heun: 2N - 1)\n")
     train = data.sample(args.n_train, rng=backend.default_rng(0))
     fresh_a = data.sample(args.n_samples, rng=backend.default_rng(2000))
@@ -147,7 +127,12 @@ def main(argv=None):
     denoisers = [("ideal denoiser of the training set", IdealDenoiser(train), np.float64)]
     if args.checkpoint:
         from minidiff import nn
-        model = nn.load(args.checkpoint).model
+        ck = nn.load(args.checkpoint)
+        model = ck.model
+        if ck.ema_state is not None:  # sample with the EMA weights, as `minidiff sample` does
+            ema = nn.EMA(model)
+            ema.load_state_dict(ck.ema_state)
+            ema.copy_to(model)
         dt = np.dtype(str(next(iter(dict(model.named_parameters()).values())).data.dtype))
         denoisers.append((f"trained model {args.checkpoint}", lambda x, s: model(x, s), dt))
     for label, den, dtype in denoisers:
