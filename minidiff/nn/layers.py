@@ -89,7 +89,7 @@ class Linear(Module):
         dy2 = dy.reshape(-1, self.out_features)  # (..., out) -> (N, out)
         self.W.grad += x2.T @ dy2  # (in, N) @ (N, out) -> (in, out)
         if self.b is not None:
-            self.b.grad += dy2.sum(axis=0)
+            self.b.grad += _sum_rows(dy2)[0]
         return dy @ self.W.data.T  # (..., out) @ (out, in) -> (..., in)
 
 
@@ -260,32 +260,68 @@ class GroupNorm(Module):
         self.gamma = Parameter(xp.ones((self.channels,), dtype=dt))
         self.beta = Parameter(xp.zeros((self.channels,), dtype=dt))
 
+    def _group_mean(self, a):
+        """Mean over each (sample, group) of ``a (B, HW, C)``, broadcast back per channel: (B, 1, C).
+        The sum over HW is a batched GEMV with a ones vector (~40x faster in NumPy than ``sum(axis=(1, 3))``
+        on the strided (B, HW, G, C/G) view)."""
+        xp = backend.get_xp(a)
+        B, HW, C = a.shape
+        G = self.groups
+        ones = xp.ones((1, HW), dtype=a.dtype)
+        per_channel = ones @ a  # (1, HW) @ (B, HW, C) -> (B, 1, C)
+        per_group = per_channel.reshape(B, G, C // G).sum(axis=2, keepdims=True)  # (B, G, 1)
+        per_group *= 1.0 / (HW * (C // G))
+        return xp.broadcast_to(per_group, (B, G, C // G)).reshape(B, 1, C)  # (B, G, C/G) -> (B, 1, C)
+
     def forward(self, x):
         check_input(x, "x", like=self.gamma.data, ndim=4, last=self.channels)
         xp = backend.get_xp(x)
         B, H, W, C = x.shape
-        G = self.groups
-        xg = x.reshape(B, H * W, G, C // G)  # (B, H, W, C) -> (B, HW, G, C/G)
-        mu = xg.mean(axis=(1, 3), keepdims=True)  # (B, 1, G, 1)
-        xc = xg - mu
-        inv_std = 1.0 / xp.sqrt((xc * xc).mean(axis=(1, 3), keepdims=True) + self.eps)
-        xc *= inv_std  # xhat, (B, HW, G, C/G)
+        x3 = x.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
+        xc = x3 - self._group_mean(x3)
+        inv_std = 1.0 / xp.sqrt(self._group_mean(xc * xc) + self.eps)  # (B, 1, C), constant per group
+        xc *= inv_std  # xhat
         self._xhat, self._inv_std = xc, inv_std
-        y = xc.reshape(B, H, W, C) * self.gamma.data  # (B, HW, G, C/G) -> (B, H, W, C)
+        y = xc * self.gamma.data
         y += self.beta.data
-        return y
+        return y.reshape(B, H, W, C)  # (B, HW, C) -> (B, H, W, C)
 
     def backward(self, dy):
+        xp = backend.get_xp(dy)
         B, H, W, C = dy.shape
-        G = self.groups
         xhat = self._xhat
-        dy2 = dy.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C)
-        self.gamma.grad += (dy2 * xhat.reshape(B * H * W, C)).sum(axis=0)
-        self.beta.grad += dy2.sum(axis=0)
-        gamma = self.gamma.data.reshape(G, C // G)  # (C,) -> (G, C/G)
-        dyg = dy.reshape(B, H * W, G, C // G)  # (B, H, W, C) -> (B, HW, G, C/G)
-        dx = _norm_backward(dyg, xhat, self._inv_std, gamma, (1, 3), H * W * (C // G))
-        return dx.reshape(B, H, W, C)
+        dy3 = dy.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
+        ones = xp.ones((1, B * H * W), dtype=dy.dtype)
+        self.gamma.grad += (ones @ (dy3 * xhat).reshape(-1, C))[0]  # (1, N) @ (N, C) -> (C,)
+        self.beta.grad += (ones @ dy3.reshape(-1, C))[0]
+        g = dy3 * self.gamma.data  # gradient w.r.t. xhat
+        g -= self._group_mean(g)
+        g -= xhat * self._group_mean(g * xhat)  # mean(g xhat) = mean((g - mean g) xhat): sum xhat = 0
+        g *= self._inv_std
+        return g.reshape(B, H, W, C)
+
+
+def _im2col(x, k: int, s: int, p: int):
+    """Patches of ``x (B, H, W, C)`` zero-padded by ``p``: (B*Ho*Wo, k*k*C), ordered (u, v, c), built with
+    k*k strided slice copies (each contiguous in C). Returns (cols, Ho, Wo)."""
+    xp = backend.get_xp(x)
+    B, H, W, C = x.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    if p:
+        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=x.dtype)
+        xpad[:, p:p + H, p:p + W, :] = x
+    else:
+        xpad = x
+    cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
+    for u in range(k):
+        for v in range(k):
+            cols[:, :, :, u, v, :] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
+    return cols.reshape(B * Ho * Wo, k * k * C), Ho, Wo  # (B, Ho, Wo, k, k, C) -> (N, kkC), no copy
+
+
+def _sum_rows(a2):
+    """Column sums of ``a2 (N, C)`` as a GEMV with a ones vector (~3x faster than ``sum(axis=0)``)."""
+    return backend.get_xp(a2).ones((1, a2.shape[0]), dtype=a2.dtype) @ a2  # (1, N) @ (N, C) -> (1, C)
 
 
 class Conv2d(Module):
@@ -296,8 +332,10 @@ class Conv2d(Module):
 
     Implemented as im2col + one GEMM: ``cols (N, k k C)`` holds, for each output pixel, the k*k patch of
     C-vectors (built with k*k strided slice copies, contiguous in C), and ``y = cols @ W.reshape(kkC, O)``.
-    Backward: ``dW += cols^T dy``, ``db += sum dy``, ``dcols = dy W^T``, folded back into ``dxpad`` with
-    k*k shifted strided slice-adds (col2im; no ``add.at``), then cropped.
+    Backward: ``dW += cols^T dy``, ``db += sum dy``. At stride 1, ``dx`` is the correlation of ``dy``
+    (padded by k-1-p) with the spatially flipped, in/out-transposed kernel: a second im2col + GEMM. At
+    stride 2, ``dcols = dy W^T`` is folded back into ``dxpad`` with k*k shifted strided slice-adds
+    (col2im; no ``add.at``), then cropped.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -332,16 +370,7 @@ class Conv2d(Module):
         if k == 1 and s == 1 and p == 0:
             cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy
         else:
-            if p:
-                xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=x.dtype)
-                xpad[:, p:p + H, p:p + W, :] = x
-            else:
-                xpad = x
-            cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
-            for u in range(k):
-                for v in range(k):
-                    cols[:, :, :, u, v, :] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
-            cols = cols.reshape(B * Ho * Wo, k * k * C)  # (B, Ho, Wo, k, k, C) -> (N, kkC), no copy
+            cols, Ho, Wo = _im2col(x, k, s, p)
         self._cols, self._xshape = cols, x.shape
         y = cols @ self.W.data.reshape(k * k * C, self.out_channels)  # (N, kkC) @ (kkC, O) -> (N, O)
         if self.b is not None:
@@ -358,11 +387,17 @@ class Conv2d(Module):
         W2 = self.W.data.reshape(k * k * C, O)  # (k, k, C, O) -> (kkC, O)
         self.W.grad += (cols.T @ dy2).reshape(self.W.data.shape)  # (kkC, N) @ (N, O) -> (kkC, O)
         if self.b is not None:
-            self.b.grad += dy2.sum(axis=0)
-        dcols = dy2 @ W2.T  # (N, O) @ (O, kkC) -> (N, kkC)
+            self.b.grad += _sum_rows(dy2)[0]
         if k == 1 and s == 1 and p == 0:
-            return dcols.reshape(B, H, W, C)
-        dcols = dcols.reshape(B, Ho, Wo, k, k, C)  # (N, kkC) -> (B, Ho, Wo, k, k, C)
+            return (dy2 @ W2.T).reshape(B, H, W, C)  # (N, O) @ (O, C) -> (N, C)
+        if s == 1 and p <= k - 1:
+            # dx is the full correlation of dy with the flipped kernel:
+            # dx[b, a, c] = sum_{u', v', o} dypad[b, a + u', c' + v', o] W[k-1-u', k-1-v', c, o], dy padded by
+            # k-1-p. One more im2col (contiguous copies) + GEMM beats dcols + a nine-way strided fold.
+            dcols, _, _ = _im2col(dy, k, 1, k - 1 - p)  # (N_x, k k O)
+            W_flip = self.W.data[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * O, C)  # (k, k, O, C) -> (kkO, C)
+            return (dcols @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C) -> (N_x, C)
+        dcols = (dy2 @ W2.T).reshape(B, Ho, Wo, k, k, C)  # (N, O) @ (O, kkC) -> (B, Ho, Wo, k, k, C)
         dxpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=dy.dtype)
         for u in range(k):
             for v in range(k):
