@@ -43,7 +43,12 @@ def _draw(model, schedule, n, shape, *, sampler, steps, grid, seed, keep=0, y=No
     denoiser = model if y is None else (lambda x_, s_: model(x_, s_, y))
     path = [backend.to_numpy(x[:keep])] if keep else None  # explicit host copies, for plotting only
     state = None
-    for state in iter_sample(denoiser, sigmas, x, method=sampler, rng=rng):
+    # The family methods end with a plain DDIM step (to sigma = 0 it returns x0_hat): the
+    # gradient-estimation correction extrapolates, and on the last step that overshoots
+    # (Permenter & Yuan end their grid the same way; benchmarks/bench_samplers.py measures it).
+    family = sampler in ("gradient_estimation", "ddim", "ddpm", "euler")
+    kw = {"final_step": "ddim"} if family else {}
+    for state in iter_sample(denoiser, sigmas, x, method=sampler, rng=rng, **kw):
         if keep:
             path.append(backend.to_numpy(state.x[:keep]))
     return state.x, (np.stack(path) if keep else None), state.nfe
