@@ -42,7 +42,7 @@ def gemm_gflops(n=1024, rounds=5):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     B, hidden, dim = args.batch, (256, 256, 256, 256), 2
     rng = np.random.default_rng(0)
