@@ -7,36 +7,12 @@ Prints min and median ms (timed in alternation), the ratio of minima, and the fr
     python benchmarks/bench_mlp.py [--batch 1024] [--rounds 7]
 """
 import argparse
-import os
-import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+from _timing import gemm_gflops, interleaved  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402  (benchmarks run on the host; numpy is fine here)
 
 from minidiff.nn import Adam, MLPDenoiser  # noqa: E402
-
-
-def interleaved(fns, rounds, inner):
-    """{name: (min ms, median ms)} per call, the implementations timed in alternation so that load from
-    other processes hits them alike; the minimum is the figure least disturbed by that load."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - t) / inner * 1e3)
-    return {name: (min(ts), float(np.median(ts))) for name, ts in times.items()}
-
-
-def gemm_gflops(n=1024, rounds=5):
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    ms = interleaved({"gemm": lambda: a @ a}, rounds, 3)["gemm"][0]
-    return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
 def main():

@@ -20,7 +20,6 @@ from the manifold the samplers stop.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np

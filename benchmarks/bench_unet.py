@@ -8,29 +8,12 @@ runs in NCHW and channels_last. Timed in alternation; minima are least disturbed
     python benchmarks/bench_unet.py [--size 16] [--batch 64] [--rounds 6]
 """
 import argparse
-import os
-import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+from _timing import interleaved  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402
 
 from minidiff.nn import Adam, UNetDenoiser  # noqa: E402
-
-
-def interleaved(fns, rounds, inner):
-    """{name: (min ms, median ms)} per call, implementations timed in alternation."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - t) / inner * 1e3)
-    return {name: (min(ts), float(np.median(ts))) for name, ts in times.items()}
 
 
 def torch_unet(torch, channels, base, mult, groups, emb_dim, freqs):

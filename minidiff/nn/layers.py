@@ -361,7 +361,6 @@ class Conv2d(Module):
 
     def forward(self, x):
         check_input(x, "x", like=self.W.data, ndim=4, last=self.in_channels)
-        xp = backend.get_xp(x)
         B, H, W, C = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         Ho, Wo = self._out_size(H), self._out_size(W)

@@ -1,0 +1,44 @@
+"""Timing helpers shared by the benchmark scripts (host code; not part of the package).
+
+Run the scripts from the repository root (``python benchmarks/bench_mlp.py``): Python puts the
+script's folder on ``sys.path``, so ``from _timing import ...`` finds this file.
+"""
+import os
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")  # the CI-class machine has 2 cores
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+
+def interleaved(fns, rounds, inner):
+    """{name: (min ms, median ms)} per call, the implementations timed in alternation so that load from
+    other processes hits them alike; the minimum is the figure least disturbed by that load."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.perf_counter() - t) / inner * 1e3)
+    return {name: (min(ts), float(np.median(ts))) for name, ts in times.items()}
+
+
+def gemm_gflops(n=1024, rounds=5):
+    """This machine's float32 matmul rate (GFLOP/s, 2 n^3 flops), best of ``rounds``."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ms = interleaved({"gemm": lambda: a @ a}, rounds, 3)["gemm"][0]
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def torch_or_none(threads=2):
+    """PyTorch if installed (for comparison only; never a dependency), with ``threads`` threads."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
