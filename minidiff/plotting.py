@@ -54,7 +54,7 @@ def plot_samples(x, path, *, data=None, title=None):
         plot_images(ax, x[:64], title=title)
     else:
         plot_points(ax, x, data=data, label="samples")
-        ax.legend(loc="upper right", markerscale=4)
+        ax.legend(loc="best", markerscale=4)
         if title:
             ax.set_title(title)
     _save(fig, path)
