@@ -287,22 +287,27 @@ class Schedule:
     # constructors ------------------------------------------------------------------
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        """VE grid of Ho et al.'s linear betas: ``sigma_t = sqrt(1/alpha_bar_t - 1)``."""
         return cls(sigmas_from_betas(linear_betas(T, beta_start, beta_end)), name="linear")
 
     @classmethod
     def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
+        """VE grid of the scaled-linear (Stable Diffusion) betas."""
         return cls(sigmas_from_betas(scaled_linear_betas(T, beta_start, beta_end)), name="scaled_linear")
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+        """VE grid of Nichol & Dhariwal's cosine betas (sigma_max ~ 2.03e4 at T = 1000)."""
         return cls(sigmas_from_betas(cosine_betas(T, s, max_beta)), name="cosine")
 
     @classmethod
     def log_linear(cls, sigma_min: float = 0.01, sigma_max: float = 80.0, T: int = 1000):
+        """``T`` log-spaced levels between ``sigma_min`` and ``sigma_max`` (constant ratio)."""
         return cls(log_linear_sigmas(T, sigma_min, sigma_max)[::-1], name="log_linear")
 
     @classmethod
     def karras(cls, sigma_min: float = 0.002, sigma_max: float = 80.0, T: int = 1000, rho: float = 7.0):
+        """``T`` Karras et al. (2022, Eq. 5) levels: ``sigma^(1/rho)`` evenly spaced."""
         return cls(karras_sigmas(T, sigma_min, sigma_max, rho)[::-1], name="karras")
 
     @classmethod

@@ -88,6 +88,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild a config from :func:`config_dict`'s output; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -267,6 +268,7 @@ def _diverged(what, value, step, checkpoint_path):
 
 
 def model_dtype(model):
+    """The dtype of a model's parameters (the dtype training casts the data to)."""
     return next(iter(model.parameters())).data.dtype
 
 
@@ -310,6 +312,7 @@ def make_model(cfg: TrainConfig, data, num_classes=None):
 
 
 def make_schedule(cfg: TrainConfig) -> Schedule:
+    """The training :class:`Schedule` the config names (sigma range used by log_linear/karras)."""
     if cfg.schedule in ("log_linear", "karras"):
         return Schedule.from_name(cfg.schedule, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, T=cfg.T)
     return Schedule.from_name(cfg.schedule, T=cfg.T)
@@ -378,6 +381,7 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
 
 
 def config_dict(cfg: TrainConfig) -> dict:
+    """``cfg`` as a JSON-able dict (tuples as lists), as stored in checkpoints."""
     d = asdict(cfg)
     d["hidden"] = list(cfg.hidden)
     d["channel_mult"] = list(cfg.channel_mult)
