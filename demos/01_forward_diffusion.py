@@ -13,7 +13,7 @@ Writes into DIR (default ``minidiff-out/demos``):
 - ``01_vp_chain_1d.png``: the fourth seed's 1-D example with beta = p = 0.01 -- histograms of x_t
   against the closed-form marginal density.
 
-Full mode ~10 s on 2 cores; --fast ~3 s (fewer points, coarser grids, a 6-frame GIF).
+Full mode ~12 s on 2 cores; --fast ~4 s (fewer points, coarser grids, a 6-frame GIF).
 """
 import argparse
 import os

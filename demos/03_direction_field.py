@@ -12,7 +12,7 @@ This is the first seed's spiral figure ("predicted directions from random locati
 the manifold as a function of sigma"). Permenter & Yuan 2024: the arrow is the gradient step of the
 sigma-smoothed squared distance, sigma eps_hat = (1/2) grad_x dist^2_K(x, sigma) (MATH.md section 6).
 
-Runtime on 2 cores: full ~25 s (~20 s of it training the MLP, 4000 Adam steps; the trained model is
+Runtime on 2 cores: full ~15-20 s (~15 s of it training the MLP, 4000 Adam steps; the trained model is
 cached in DIR as ``spiral_mlp_*.npz`` and reused by demos 04 and 05 -- delete it to retrain);
 --fast ~4 s (a barely trained MLP: its arrows are only roughly right).
 """

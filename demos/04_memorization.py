@@ -7,7 +7,7 @@ those points (they land ON training points) and from an MLP trained on the same 
 along the curve, between the training points); zoomed crops; and the histogram of d1/d2, the ratio of
 each sample's distance to its nearest and second-nearest training point, with the memorisation rate.
 
-Runtime on 2 cores: full ~5 s if demo 03 already trained and cached the MLP in DIR (else add its
+Runtime on 2 cores: full ~2-5 s if demo 03 already trained and cached the MLP in DIR (else add its
 ~15-20 s of training); --fast ~4 s.
 
 Why (Permenter & Yuan 2024; MATH.md section 6): for data uniform on a finite set K the loss

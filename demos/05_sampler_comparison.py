@@ -13,7 +13,7 @@ Writes into DIR (default ``minidiff-out/demos``):
 - ``05_trajectories.png``: paths of a few points (``iter_sample`` yields every step): DDIM's are
   deterministic and smooth, DDPM's zig-zag.
 
-Runtime on 2 cores: full ~10 s if demo 03 cached the MLP in DIR (else add ~20 s of training);
+Runtime on 2 cores: full ~5 s if demo 03 cached the MLP in DIR (else add ~15 s of training);
 --fast ~5 s.
 
 All samplers walk a decreasing grid sigma_0 = 80 > ... > sigma_{N-1} = 0.01 (log-linear), then 0

@@ -7,8 +7,8 @@ classifier-free guidance at w = 0, 1, 3, 6 (top) and classifier guidance at scal
 (bottom); each panel gives the share of samples that land on the requested arm (nearest training
 point's label) and their mean distance to the arms. Also ``08_training.png``: the loss curves of the two networks.
 
-Runtime on 2 cores: full ~40 s (two trainings: the conditional MLP ~25 s, the classifier ~5 s);
---fast ~5 s (barely trained: the guidance effect is visible, the samples are rough).
+Runtime on 2 cores: full ~20-25 s (two trainings: the conditional MLP ~17 s, the classifier ~3 s);
+--fast ~3 s (barely trained: the guidance effect is visible, the samples are rough).
 
 The math (MATH.md section 7; ``minidiff.guidance``):
 
