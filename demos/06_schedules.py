@@ -122,7 +122,7 @@ plt.close(fig)
 
 # ----------------------------------------------------------------------------- 3. a classic bug, in numbers
 # A 50-step linear schedule leaves alpha_bar_T = 0.60: the "noise" a sampler starts from still carries
-# 60 % of the signal. Schedule.check_terminal_noise warns about it (data scale / sigma_max too big).
+# 60 % of the signal. Schedule.check_terminal_noise warns about it (KL bound rms^2 / (2 sigma_max^2) too big).
 short = schedules.Schedule.linear(T=50)
 print(f"T=50 linear: alpha_bar_T = {short.alpha_bars[-1]:.3f}, sigma_max = {short.sigma_max:.3f}")
 print(f"T={T} linear: sigma_max = {sched.sigma_max:.4g}; cosine: "

@@ -53,7 +53,7 @@ class TrainConfig:
     label_dropout: float = 0.1  # share of labels replaced by the null label (classifier-free guidance)
     schedule: str = "log_linear"  # linear | scaled_linear | cosine | log_linear | karras
     sigma_min: float = 0.005  # for log_linear/karras: below the spiral's local detail
-    sigma_max: float = 80.0  # for log_linear/karras: >> data diameter (~4), see check_terminal_noise
+    sigma_max: float = 80.0  # for log_linear/karras: >> data RMS norm (~1.3), see check_terminal_noise
     T: int = 1000  # training grid size
     steps: int = 4000  # optimiser steps
     batch_size: int = 512  # points per step
@@ -337,7 +337,7 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     xp = backend.get_xp(data)
     flat = data.reshape(data.shape[0], -1)  # (N, D)
     rms = float(xp.sqrt(xp.mean(xp.sum(flat * flat, axis=1))))  # RMS norm of a data point
-    schedule.check_terminal_noise(data_scale=2.0 * rms)  # diameter ~ 2 x RMS norm
+    schedule.check_terminal_noise(data_rms=rms)  # warns if N(0, sigma_max^2) is far from p_T
 
     gen = train(model, data, schedule, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                 labels=labels, label_dropout=cfg.label_dropout if cfg.conditional else 0.0,

@@ -204,14 +204,28 @@ def test_t1000_reaches_standard_normal_and_short_schedule_is_flagged(make):
     sch = make(T=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ratio = sch.check_terminal_noise(data_scale=1.0)
-    assert ratio < 0.01
+        kl = sch.check_terminal_noise(data_rms=1.0)
+    assert kl == pytest.approx(1.0 / (2.0 * sch.sigma_max**2), rel=1e-12) and kl < 1e-4
     # VP view: the terminal marginal of standardised data is N(0, 1) up to sqrt(ab_T) of signal
     assert math.sqrt(sch.alpha_bars[-1]) < 0.01
     short = Schedule.linear(T=50)
     assert short.alpha_bars[-1] == pytest.approx(0.60, abs=0.01)  # MATH.md: ab_T = 0.60
     with pytest.warns(ScheduleWarning, match="does not dominate"):
-        short.check_terminal_noise(data_scale=1.0)
+        short.check_terminal_noise(data_rms=1.0)
+
+
+def test_terminal_kl_bound_holds_for_gaussian_data():
+    # data N(0, c^2 I_D): p_T = N(0, (c^2 + s^2) I) exactly, and its KL to N(0, s^2 I) is
+    # D/2 (r - 1 - log r), r = (c^2 + s^2)/s^2, which the bound D c^2 / (2 s^2) must dominate
+    sch = Schedule.log_linear(0.01, 5.0)
+    for c in (0.1, 1.0, 3.0):
+        for D in (1, 10, 784):
+            r = (c * c + 25.0) / 25.0
+            exact = D / 2 * (r - 1 - math.log(r))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ScheduleWarning)
+                bound = sch.check_terminal_noise(data_rms=c * math.sqrt(D))
+            assert exact <= bound * (1 + 1e-12)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -243,7 +257,8 @@ def test_t1000_reaches_standard_normal_and_short_schedule_is_flagged(make):
         (lambda: Schedule.linear().sampling_sigmas(10, spacing="cubic"), ValueError, "spacing"),
         (lambda: Schedule.linear().sampling_sigmas(0), ValueError, "steps"),
         (lambda: Schedule.from_name("quadratic"), ValueError, "schedule name"),
-        (lambda: Schedule.linear().check_terminal_noise(-1.0), ValueError, "data_scale"),
+        (lambda: Schedule.linear().check_terminal_noise(-1.0), ValueError, "data_rms"),
+        (lambda: Schedule.linear().check_terminal_noise(1.0, max_kl=0.0), ValueError, "max_kl"),
         (lambda: Schedule.linear().sample_sigmas(3, rng=42), TypeError, "rng"),
     ],
 )
