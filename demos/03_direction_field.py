@@ -25,10 +25,10 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
 import numpy as np  # host-side plotting arrays only
 
-from minidiff import backend, nn
+from minidiff import backend
 from minidiff.ideal import IdealDenoiser, dist
 from minidiff.samplers import denoise_once
-from minidiff.training import TrainConfig, fit, load_data
+from minidiff.training import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="direction field x0_hat - x at several sigma, ideal vs learned")
 parser.add_argument("--fast", action="store_true", help="tiny training run (for the smoke test)")
@@ -44,15 +44,12 @@ os.makedirs(args.out, exist_ok=True)
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,
                   steps=150 if args.fast else 4000, lr=2e-3, warmup_steps=50 if args.fast else 100,
                   sigma_min=0.005, sigma_max=80.0, seed=0)
-cache = os.path.join(args.out, f"spiral_mlp_n{cfg.n_train}_steps{cfg.steps}.npz")
-if os.path.exists(cache):
-    model = nn.load(cache).model  # an earlier run (of this demo or 04/05) trained exactly this config
-    losses = nn.load(cache).extra["losses"]
-    data, _ = load_data(cfg.dataset, cfg.n_train, cfg.seed)  # the same 300 points: same name, n and seed
-else:
-    result = fit(cfg, progress=False)
-    model, data, losses = result.ema_model, result.data, result.losses  # EMA weights: smoother, sample better
-    nn.save(cache, model, config=cfg, extra={"losses": losses, "seconds": result.seconds})
+# One call trains, or loads the finished run that an earlier run of 03/04/05 saved with this exact config
+# (fit with resume=True treats its checkpoint as a cache, and refuses one trained with another config).
+result = fit(cfg, checkpoint_path=os.path.join(args.out, f"spiral_mlp_n{cfg.n_train}_steps{cfg.steps}.npz"),
+             resume=True, progress=False)
+model, data, losses = result.ema_model, result.data, result.losses  # EMA weights: smoother, sample better
+if result.seconds > 1.0:
     print(f"trained the MLP in {result.seconds:.1f} s ({cfg.steps} steps)")
 data = data.astype("float32")  # the model computes in float32
 ideal = IdealDenoiser(data)    # eps*(x, sigma) = (x - sum_i w_i x_i)/sigma, w = softmax(-|x - x_i|^2 / 2 sigma^2)

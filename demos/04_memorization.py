@@ -26,11 +26,11 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt
 import numpy as np  # host-side plotting arrays only
 
-from minidiff import backend, datasets, metrics, nn
+from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit, load_data
+from minidiff.training import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="memorisation: ideal denoiser vs trained MLP")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")
@@ -42,14 +42,11 @@ os.makedirs(args.out, exist_ok=True)
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,
                   steps=150 if args.fast else 4000, lr=2e-3, warmup_steps=50 if args.fast else 100,
                   sigma_min=0.005, sigma_max=80.0, seed=0)
-cache = os.path.join(args.out, f"spiral_mlp_n{cfg.n_train}_steps{cfg.steps}.npz")
-if os.path.exists(cache):
-    model = nn.load(cache).model  # trained by an earlier run of demo 03/04/05 with exactly this config
-    data, _ = load_data(cfg.dataset, cfg.n_train, cfg.seed)
-else:
-    result = fit(cfg, progress=False)
-    model, data = result.ema_model, result.data
-    nn.save(cache, model, config=cfg, extra={"losses": result.losses, "seconds": result.seconds})
+# Trains, or loads the run an earlier 03/04/05 saved with this exact config (fit's checkpoint as a cache).
+result = fit(cfg, checkpoint_path=os.path.join(args.out, f"spiral_mlp_n{cfg.n_train}_steps{cfg.steps}.npz"),
+             resume=True, progress=False)
+model, data = result.ema_model, result.data
+if result.seconds > 1.0:
     print(f"trained the MLP in {result.seconds:.1f} s ({cfg.steps} steps)")
 data = data.astype("float32")
 ideal = IdealDenoiser(data)

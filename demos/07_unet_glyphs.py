@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np  # host-side plotting arrays only
 from matplotlib.animation import FuncAnimation, PillowWriter
 
-from minidiff import backend, datasets, nn
+from minidiff import backend, datasets
 from minidiff.samplers import denoise_once, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
 from minidiff.training import TrainConfig, fit
@@ -67,15 +67,11 @@ def show_grid(ax, images, nrow, title=None):
 cfg = TrainConfig(dataset="glyphs16", n_train=4000, model="unet", base_channels=8 if args.fast else 16,
                   channel_mult=(1, 2), batch_size=16 if args.fast else 64, steps=10 if args.fast else 1500,
                   lr=2e-3, warmup_steps=5 if args.fast else 100, sigma_min=0.01, sigma_max=80.0, seed=0)
-cache = os.path.join(args.out, f"glyph_unet_c{cfg.base_channels}_steps{cfg.steps}.npz")
-if os.path.exists(cache):
-    ck = nn.load(cache)
-    model, losses = ck.model, ck.extra["losses"]
-    print(f"loaded the U-Net from {cache}")
-else:
-    result = fit(cfg, progress=not args.fast)
-    model, losses = result.ema_model, result.losses
-    nn.save(cache, model, config=cfg, extra={"losses": losses, "seconds": result.seconds})
+# Trains (minutes), or loads the run an earlier call saved with this exact config (fit's checkpoint as a cache).
+result = fit(cfg, checkpoint_path=os.path.join(args.out, f"glyph_unet_c{cfg.base_channels}_steps{cfg.steps}.npz"),
+             resume=True, progress=not args.fast)
+model, losses = result.ema_model, result.losses
+if result.seconds > 1.0:
     print(f"trained the U-Net ({model.num_parameters()} parameters) in {result.seconds:.0f} s")
 
 glyphs = datasets.get_dataset("glyphs16")

@@ -128,6 +128,9 @@ def loss_weight(sigma, kind: str):
     raise ValueError(f"loss weighting must be 'none' or 'min_snr'; got {kind!r}")
 
 
+_BOOKKEEPING = {"checkpoint_every"}  # config fields that do not change what is trained
+
+
 def _step_rng(seed: int, step: int, xp):
     # (seed, step) -> a unique int seed for step < 2**32: resumable, and identical on rerun
     return backend.default_rng((int(seed) << 32) | int(step), xp=xp)
@@ -157,14 +160,16 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
 
     Yields one dict per step: ``step`` (1-based), ``loss``, ``grad_norm`` (before clipping),
     ``lr``, ``sigma_mean`` (geometric mean of the batch's sigmas), ``seconds``; plus
-    ``checkpoint`` on steps that wrote one. After the last step the generator's return value
-    (``StopIteration.value``) is the :class:`~minidiff.nn.EMA` (or None).
+    ``checkpoint`` on steps that wrote one. When the generator finishes, its return value
+    (``StopIteration.value``) is ``{"ema": EMA or None, "losses": the whole loss history}``
+    (restored steps included).
 
     A non-finite loss or gradient raises :class:`NonFiniteLossError` naming the step; the
     bad update is not applied and the last checkpoint on disk is left as it was.
     With ``resume=True`` and an existing ``checkpoint_path``, model, optimiser, EMA and step
     are restored from it and training continues to ``steps`` with the same draws as an
-    uninterrupted run.
+    uninterrupted run (a checkpoint already at ``steps`` makes it a pure load). If ``config``
+    is given and the checkpoint stores a different one, resuming is refused with a ValueError.
     """
     xp = backend.get_xp(data)
     check_array(data, "data")
@@ -195,15 +200,24 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     start, losses = 0, []
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         ck = load(checkpoint_path)
+        start = int(ck.extra.get("step", 0))
+        # validate everything before touching the model, so a refused resume changes nothing
+        if int(ck.extra.get("seed", seed)) != int(seed):
+            raise ValueError(f"resume: checkpoint was trained with seed {ck.extra.get('seed')}, not {seed}")
+        diff = [] if config is None or ck.config is None else sorted(
+            k for k in set(config) | set(ck.config)
+            if k not in _BOOKKEEPING and config.get(k) != ck.config.get(k))
+        if diff:
+            raise ValueError(f"resume: {checkpoint_path!s} was trained with a different config "
+                             f"(fields {diff}); use another checkpoint path or resume=False")
+        if start > steps:
+            raise ValueError(f"resume: the checkpoint is at step {start}, beyond steps={steps}")
         model.load_state_dict(ck.model.state_dict())
         if ck.optimizer_state is not None:
             opt.load_state_dict(ck.optimizer_state)
         if ema is not None and ck.ema_state is not None:
             ema.load_state_dict(ck.ema_state)
-        start = int(ck.extra.get("step", 0))
         losses = list(ck.extra.get("losses", []))
-        if int(ck.extra.get("seed", seed)) != int(seed):
-            raise ValueError(f"resume: checkpoint was trained with seed {ck.extra.get('seed')}, not {seed}")
 
     model.train()
     t0 = time.perf_counter()
@@ -257,7 +271,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
                                data.shape[1:])
             metrics["checkpoint"] = str(checkpoint_path)
         yield metrics
-    return ema
+    return {"ema": ema, "losses": losses}
 
 
 def _diverged(what, value, step, checkpoint_path):
@@ -323,7 +337,11 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     """Train with ``config`` (default: :class:`TrainConfig`'s built-in defaults) and return a
     :class:`TrainResult` with the model and its EMA copy. ``data``/``labels`` override the
     config's dataset. ``callback(metrics)`` is called after every step. A tqdm progress bar
-    shows loss and steps/s when ``progress``."""
+    shows loss and steps/s when ``progress``.
+
+    With ``checkpoint_path`` and ``resume=True`` it is also a cache: a missing file means
+    train from scratch, a finished run with the same config is loaded without training, and
+    an interrupted one continues. ``losses`` always holds the whole history."""
     cfg = config or TrainConfig()
     if data is None:
         data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
@@ -350,15 +368,15 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, desc="train", unit="step", leave=False)
-    losses, t0, ema = [], time.perf_counter(), None
+    recent, t0, done = [], time.perf_counter(), None
     try:
         while True:
             try:
                 m = next(gen)
             except StopIteration as stop:
-                ema = stop.value
+                done = stop.value
                 break
-            losses.append(m["loss"])
+            recent = (recent + [m["loss"]])[-25:]
             if callback is not None:
                 callback(m)
             if bar is not None:
@@ -366,10 +384,11 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
                     bar.update(m["step"] - 1)  # resumed run
                 bar.update(1)
                 if m["step"] % 25 == 0 or m["step"] == cfg.steps:
-                    bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
+                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
     finally:
         if bar is not None:
             bar.close()
+    ema, losses = done["ema"], done["losses"]
     ema_model = build_model(type(model).__name__, **model.config)
     if ema is not None:
         ema.copy_to(ema_model)

@@ -146,3 +146,21 @@ def test_fit_returns_an_ema_model_that_differs_from_the_raw_one():
     assert any(np.abs(a[k] - b[k]).max() > 0 for k in a)  # EMA lags the raw weights
     with pytest.raises(ValueError, match="model 'unet' needs images"):
         fit(TrainConfig(steps=1, model="unet", n_train=10), progress=False)
+
+
+def test_fit_with_resume_is_a_cache(tmp_path):
+    ck = tmp_path / "cache.npz"
+    cfg = TrainConfig(steps=20, n_train=100, batch_size=32, hidden=(8,))
+    first = fit(cfg, checkpoint_path=ck, resume=True, progress=False)
+    calls = []
+    again = fit(cfg, checkpoint_path=ck, resume=True, progress=False, callback=calls.append)
+    assert calls == []  # a finished run is loaded, not retrained
+    assert again.losses == first.losses and len(again.losses) == 20
+    a, b = _params(first.ema_model), _params(again.ema_model)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    longer = fit(TrainConfig(steps=20, n_train=100, batch_size=32, hidden=(16,)), checkpoint_path=ck,
+                 resume=False, progress=False)  # resume=False overwrites whatever is there
+    assert len(longer.losses) == 20
+    with pytest.raises(ValueError, match=r"different config \(fields \['hidden'\]\)"):
+        fit(cfg, checkpoint_path=ck, resume=True, progress=False)
