@@ -26,11 +26,11 @@ from .forward import (  # noqa: F401
 from .guidance import classifier_free, classifier_guidance  # noqa: F401
 from .ideal import IdealDenoiser, dist, project  # noqa: F401
 from .metrics import (  # noqa: F401
-    knn_distances, manifold_distance, memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
+    knn, knn_distances, manifold_distance, memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
 )
 from .nn import (  # noqa: F401
-    EMA, SGD, Adam, AdamW, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, clip_grad_norm, gradcheck,
-    warmup_cosine_lr,
+    EMA, SGD, Adam, AdamW, Checkpoint, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, build_model,
+    clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
 )
 from .nn import load as load_checkpoint, save as save_checkpoint  # noqa: F401
 from .reversal import Reversal, reverse_point_clouds  # noqa: F401
@@ -42,4 +42,4 @@ from .schedules import (  # noqa: F401
     karras_sigmas, linear_betas, log_linear_sigmas, log_snr, scaled_linear_betas, sigmas_from_alpha_bars,
     sigmas_from_betas, timesteps,
 )
-from .training import NonFiniteLossError, TrainConfig, TrainResult, fit, train  # noqa: F401
+from .training import NonFiniteLossError, TrainConfig, TrainResult, fit, load_data, train  # noqa: F401
