@@ -36,3 +36,11 @@ def pytest_collection_modifyitems(config, items):
 def xp():
     """The array module of the default backend (numpy, or cupy under MINIDIFF_BACKEND=cupy)."""
     return backend.get_xp()
+
+
+@pytest.fixture
+def numpy_backend():
+    """Pin the NumPy backend for a test that builds NumPy inputs (use with
+    ``pytest.mark.usefixtures("numpy_backend")``); CuPy is covered by gpu-marked tests."""
+    with backend.use_backend("numpy"):
+        yield

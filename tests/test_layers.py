@@ -17,29 +17,14 @@ from minidiff.nn import (
     GELU, Conv2d, Downsample, Embedding, GroupNorm, LayerNorm, Linear, ReLU, ResBlock, SigmaEmbedding,
     SiLU, Tanh, Upsample, gradcheck,
 )
+from nn_helpers import randomize, rn
 
 F64 = "float64"
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    """These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests."""
-    with backend.use_backend("numpy"):
-        yield
-
-
-def randomize(module, seed=0):
-    """Random parameters (gamma near 1, everything else ~N(0, 0.3^2)) so no gradient is trivially zero."""
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        values = rng.standard_normal(p.data.shape) * 0.3 + (1.0 if name.endswith("gamma") else 0.0)
-        p.data[...] = backend.asarray(values, dtype=p.data.dtype, xp=backend.get_xp(p.data))
-    return module
-
-
-def rn(*shape, seed=1):
-    return np.random.default_rng(seed).standard_normal(shape)
+# These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests.
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 LAYER_CASES = {

@@ -13,27 +13,13 @@ from minidiff import backend
 from minidiff.nn import (
     MODELS, Adam, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, build_model, cross_entropy, gradcheck,
 )
+from nn_helpers import randomize, rn
 
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    """These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests."""
-    with backend.use_backend("numpy"):
-        yield
-
-
-def randomize(module, seed=0):
-    rng = np.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        values = rng.standard_normal(p.data.shape) * 0.3 + (1.0 if name.endswith("gamma") else 0.0)
-        p.data[...] = backend.asarray(values, dtype=p.data.dtype, xp=backend.get_xp(p.data))
-    return module
-
-
-def rn(*shape, seed=1):
-    return np.random.default_rng(seed).standard_normal(shape)
+# These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests.
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 def small_unet(**kw):
