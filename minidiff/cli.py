@@ -112,10 +112,10 @@ def cmd_train(args):
 
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
+    if args.model == "unet":
+        overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
                       checkpoint_every=args.checkpoint_every, **overrides)
-    if args.model == "unet" and args.steps is None:
-        cfg.batch_size = args.batch_size or 64
     res = fit(cfg, checkpoint_path=args.out, progress=not args.quiet, resume=args.resume)
     print(f"trained {type(res.model).__name__} ({res.model.num_parameters()} parameters) on "
           f"{args.dataset} for {cfg.steps} steps in {res.seconds:.1f} s; "

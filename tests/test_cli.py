@@ -74,3 +74,17 @@ def test_demo_fast_writes_figure_and_metrics(tmp_path):
     rep = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert {"dist_to_manifold_mean", "sliced_W2", "memorization_rate"} <= set(rep["metrics"])
     assert "wrote" in r.stdout
+
+
+def test_unet_on_glyphs_round_trip(tmp_path):
+    ck = tmp_path / "g.npz"
+    assert main(["train", "--dataset", "glyphs16", "--model", "unet", "--steps", "2", "--n-train", "32",
+                 "--out", str(ck), "--quiet"]) == 0
+    from minidiff.nn import load
+
+    assert load(ck).config["batch_size"] == 64  # the U-Net's default batch, also with --steps given
+    out = tmp_path / "g_s.npz"
+    assert main(["sample", "--checkpoint", str(ck), "--steps", "3", "--n", "4", "--out", str(out),
+                 "--plot", str(tmp_path / "g.png")]) == 0
+    x = np.load(out)["x"]
+    assert x.shape == (4, 1, 16, 16) and np.all(np.isfinite(x))
