@@ -9,7 +9,7 @@ by other load on the machine.
 """
 import argparse
 
-from _timing import interleaved  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402
 
@@ -32,12 +32,8 @@ def main():
 
     a = rng.standard_normal((1024, 1024)).astype(np.float32)
     fns = {"minidiff NHWC": md, "gemm1024": lambda: a @ a}
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = torch_or_none()  # PyTorch, 2 threads, if installed
     if torch is not None:
-        torch.set_num_threads(2)
         tconv = torch.nn.Conv2d(C, O, 3, padding=1)
         for name, fmt in (("torch NCHW", torch.contiguous_format), ("torch channels_last", torch.channels_last)):
             m = tconv.to(memory_format=fmt) if fmt is torch.channels_last else torch.nn.Conv2d(C, O, 3, padding=1)

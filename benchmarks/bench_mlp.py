@@ -8,7 +8,7 @@ Prints min and median ms (timed in alternation), the ratio of minima, and the fr
 """
 import argparse
 
-from _timing import gemm_gflops, interleaved  # noqa: E402  (benchmarks/_timing.py)
+from _timing import gemm_gflops, interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402  (benchmarks run on the host; numpy is fine here)
 
@@ -42,12 +42,8 @@ def main():
     flops = sum(6 * B * a * b for a, b in zip(widths[:-1], widths[1:]))  # fwd 2BAB + bwd 4BAB
     fns = {"minidiff": md_step}
 
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = torch_or_none()  # PyTorch, 2 threads, if installed
     if torch is not None:
-        torch.set_num_threads(2)
         layers = []
         for a, b in zip(widths[:-2], widths[1:-1]):
             layers += [torch.nn.Linear(a, b), torch.nn.SiLU()]

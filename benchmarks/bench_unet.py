@@ -9,7 +9,7 @@ runs in NCHW and channels_last. Timed in alternation; minima are least disturbed
 """
 import argparse
 
-from _timing import interleaved  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402
 
@@ -91,12 +91,8 @@ def main():
         opt.step()
 
     fns = {"minidiff": md_step}
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch = torch_or_none()  # PyTorch, 2 threads, if installed
     if torch is not None:
-        torch.set_num_threads(2)
         freqs = model.sigma_emb._freqs
         for name, fmt in (("torch NCHW", torch.contiguous_format), ("torch channels_last", torch.channels_last)):
             net = torch_unet(torch, C, 32, (1, 2, 2), 8, 128, freqs).to(memory_format=fmt)

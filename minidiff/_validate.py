@@ -5,7 +5,7 @@ import numbers
 
 from . import backend
 
-__all__ = ["sigma_like", "check_array", "check_positive_int", "check_float_dtype"]
+__all__ = ["sigma_like", "check_array", "check_positive_int", "check_real", "check_float_dtype"]
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -15,6 +15,16 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return int(value)
+
+
+def check_real(value, name: str) -> float:
+    """``value`` as a finite Python float; TypeError for non-numbers (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if value != value or abs(value) == float("inf"):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return value
 
 
 def check_float_dtype(dtype, name: str = "dtype"):

@@ -12,11 +12,10 @@ samples, one label per row of every ``x`` it will see.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 from . import backend
-from ._validate import sigma_like
+from ._validate import check_real, sigma_like
 
 __all__ = ["classifier_free", "classifier_guidance"]
 
@@ -29,15 +28,6 @@ def _check_labels(y, name="y"):
     if y.ndim != 1 or y.shape[0] < 1:
         raise ValueError(f"{name} must have shape (B,) with B >= 1; got {tuple(y.shape)}")
     return y
-
-
-def _check_real(v, name):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite; got {v}")
-    return v
 
 
 def _check_batch(x, y):
@@ -69,7 +59,7 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
     if not callable(cond_denoiser):
         raise TypeError(f"cond_denoiser must be callable; got {type(cond_denoiser).__name__}")
     y = _check_labels(y)
-    w = _check_real(w, "w")
+    w = check_real(w, "w")
     if null_label is None:
         null_label = getattr(cond_denoiser, "num_classes", None)
         if null_label is None:
@@ -119,7 +109,7 @@ def classifier_guidance(denoiser, classifier, y, scale):
     if not callable(getattr(classifier, "grad_log_prob", None)):
         raise TypeError("classifier must have a grad_log_prob(x, sigma, y) method")
     y = _check_labels(y)
-    scale = _check_real(scale, "scale")
+    scale = check_real(scale, "scale")
 
     def guided(x, sigma):
         _check_batch(x, y)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np  # host-only module: schedules are float64 host math (see docstring)
 
 from . import backend
-from ._validate import check_positive_int
+from ._validate import check_positive_int, check_real
 
 __all__ = [
     "linear_betas",
@@ -48,17 +48,8 @@ class ScheduleWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- checks
-def _real(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
-    return value
-
-
 def _beta_range(beta_start, beta_end):
-    beta_start, beta_end = _real(beta_start, "beta_start"), _real(beta_end, "beta_end")
+    beta_start, beta_end = check_real(beta_start, "beta_start"), check_real(beta_end, "beta_end")
     for name, b in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not 0.0 < b < 1.0:
             raise ValueError(f"{name} must lie in (0, 1); got {b}")
@@ -66,7 +57,7 @@ def _beta_range(beta_start, beta_end):
 
 
 def _sigma_range(sigma_min, sigma_max):
-    sigma_min, sigma_max = _real(sigma_min, "sigma_min"), _real(sigma_max, "sigma_max")
+    sigma_min, sigma_max = check_real(sigma_min, "sigma_min"), check_real(sigma_max, "sigma_max")
     if sigma_min <= 0.0:
         raise ValueError(f"sigma_min must be > 0; got {sigma_min}")
     if sigma_min >= sigma_max:
@@ -133,10 +124,10 @@ def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> np
     the last beta is clipped (``f(1) = 0``), which makes ``sigma_max`` about 2.03e4.
     """
     T = check_positive_int(T, "T")
-    s = _real(s, "s")
+    s = check_real(s, "s")
     if s < 0.0:
         raise ValueError(f"s must be >= 0; got {s}")
-    max_beta = _real(max_beta, "max_beta")
+    max_beta = check_real(max_beta, "max_beta")
     if not 0.0 < max_beta < 1.0:
         raise ValueError(f"max_beta must lie in (0, 1); got {max_beta}")
     u = np.arange(T + 1, dtype=np.float64) / T
@@ -213,7 +204,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     """
     n = check_positive_int(n, "n", minimum=2)
     sigma_min, sigma_max = _sigma_range(sigma_min, sigma_max)
-    rho = _real(rho, "rho")
+    rho = check_real(rho, "rho")
     if rho <= 0.0:
         raise ValueError(f"rho must be > 0; got {rho}")
     a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
@@ -371,10 +362,10 @@ class Schedule:
         linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.82``): the "noise" still
         carries most of the signal (bound 0.76 nats for unit-RMS data).
         """
-        data_rms = _real(data_rms, "data_rms")
+        data_rms = check_real(data_rms, "data_rms")
         if data_rms <= 0.0:
             raise ValueError(f"data_rms must be > 0; got {data_rms}")
-        max_kl = _real(max_kl, "max_kl")
+        max_kl = check_real(max_kl, "max_kl")
         if max_kl <= 0.0:
             raise ValueError(f"max_kl must be > 0; got {max_kl}")
         kl_bound = data_rms**2 / (2.0 * self.sigma_max**2)
