@@ -42,3 +42,15 @@ def torch_or_none(threads=2):
         return None
     torch.set_num_threads(threads)
     return torch
+
+
+def print_table(res, ref, flops=None, peak=None):
+    """Print ``interleaved``'s results: min and median ms, the ratio of minima to ``ref`` (a key of
+    ``res``; "-" when that peer was not run), and with ``flops``/``peak`` the fraction of the GEMM rate."""
+    ref_ms = res[ref][0] if ref in res else None
+    head = f"{'impl':<22}{'min ms':>9}{'median':>9}{'ratio(min)':>12}"
+    print(head + (f"{'GEMM frac':>11}" if flops else ""))
+    for name, (best, med) in res.items():
+        ratio = f"{best / ref_ms:.2f}" if ref_ms else "-"
+        frac = f"{flops / (best * 1e-3) / 1e9 / peak:>11.2f}" if flops else ""
+        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratio:>12}{frac}")

@@ -9,7 +9,7 @@ by other load on the machine.
 """
 import argparse
 
-from _timing import interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved, print_table, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402
 
@@ -48,11 +48,7 @@ def main():
     flops = 3 * 2 * B * H * W * 9 * C * O
     print(f"Conv2d 3x3 {C}->{O}, {H}x{W}, batch {B}, forward + backward, float32, 2 threads")
     print(f"measured float32 GEMM rate (1024^3): {peak:.0f} GFLOP/s; conv GEMM work {flops / 1e9:.2f} GFLOP")
-    ref = res.get("torch NCHW", (None,))[0]
-    print(f"{'impl':<22}{'min ms':>9}{'median':>9}{'ratio(min)':>12}{'GEMM frac':>11}")
-    for name, (best, med) in res.items():
-        ratio = f"{best / ref:.2f}" if ref else "-"
-        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratio:>12}{flops / (best * 1e-3) / 1e9 / peak:>11.2f}")
+    print_table(res, "torch NCHW", flops, peak)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Prints min and median ms (timed in alternation), the ratio of minima, and the fr
 """
 import argparse
 
-from _timing import gemm_gflops, interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
+from _timing import gemm_gflops, interleaved, print_table, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402  (benchmarks run on the host; numpy is fine here)
 
@@ -71,11 +71,7 @@ def main():
     print(f"MLPDenoiser training step: widths {hidden}, SiLU, batch {B}, float32, 2 threads")
     print(f"measured float32 GEMM peak (1024^3, best of rounds): {peak:.0f} GFLOP/s; "
           f"step GEMM work {flops / 1e9:.2f} GFLOP")
-    print(f"{'impl':<18}{'min ms':>9}{'median':>9}{'ratio(min)':>12}{'GEMM frac':>11}")
-    ref = res["torch"][0] if "torch" in res else None
-    for name, (best, med) in res.items():
-        ratio = f"{best / ref:.2f}" if ref else "-"
-        print(f"{name:<18}{best:>9.2f}{med:>9.2f}{ratio:>12}{flops / (best * 1e-3) / 1e9 / peak:>11.2f}")
+    print_table(res, "torch", flops, peak)
 
 if __name__ == "__main__":
     main()

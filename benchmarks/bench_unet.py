@@ -9,7 +9,7 @@ runs in NCHW and channels_last. Timed in alternation; minima are least disturbed
 """
 import argparse
 
-from _timing import interleaved, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
+from _timing import interleaved, print_table, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
 
 import numpy as np  # noqa: E402
 
@@ -111,11 +111,7 @@ def main():
     res = interleaved(fns, args.rounds, 2)
     print(f"U-Net training step: {C}x{S}x{S}, batch {B}, base 32, mult (1, 2, 2), "
           f"{model.num_parameters()} params, float32, 2 threads")
-    ref = res.get("torch NCHW", (None,))[0]
-    print(f"{'impl':<22}{'min ms':>9}{'median':>9}{'ratio(min)':>12}")
-    for name, (best, med) in res.items():
-        ratio = f"{best / ref:.2f}" if ref else "-"
-        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratio:>12}")
+    print_table(res, "torch NCHW")
 
 
 if __name__ == "__main__":
