@@ -25,17 +25,13 @@ class UserError(Exception):
 
 
 # ----------------------------------------------------------------------------- shared
-def _sampling_grid(schedule, steps, grid):
-    return schedule.sampling_sigmas(steps, spacing=grid, final_zero=True)
-
-
 def _draw(model, schedule, n, shape, *, sampler, steps, grid, seed, keep=0, y=None):
     """Sample ``n`` items of ``shape`` from ``model``; returns (x, trajectories of the first
     ``keep`` as a host array (steps + 1, keep, ...), number of denoiser calls)."""
     from .samplers import iter_sample
 
     xp = backend.get_xp()
-    sigmas = _sampling_grid(schedule, steps, grid)
+    sigmas = schedule.sampling_sigmas(steps, spacing=grid, final_zero=True)
     rng = backend.default_rng(seed, xp=xp)
     shape = (n,) + tuple(int(k) for k in shape)
     dtype = next(iter(model.parameters())).data.dtype
