@@ -19,8 +19,8 @@ global mean) keeps where the ink is, which tells 6 from 9 and M from W.
 from __future__ import annotations
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int
-from .layers import Conv2d, Downsample, Linear, SiLU, check_input
+from .._validate import check_array, check_float_dtype, check_positive_int
+from .layers import Conv2d, Downsample, Linear, SiLU
 from .models import MODELS, _seed_for_config, cross_entropy
 from .module import Module
 
@@ -67,7 +67,7 @@ class GlyphReader(Module):
 
     def features(self, x):
         """Penultimate features ``f (B, feature_dim)`` of images ``x (B, 1, size, size)``."""
-        check_input(x, "x", like=self.conv1.W.data, ndim=4)
+        x = check_array(x, "x", like=self.conv1.W.data, ndim=4, finite=False)
         if tuple(x.shape[1:]) != (1, self.size, self.size):
             raise ValueError(f"x must have shape (B, 1, {self.size}, {self.size}); got {tuple(x.shape)}")
         xp = backend.get_xp(x)
