@@ -1,6 +1,6 @@
 r"""Captioned glyphs: characters in three type families, two weights, two styles, with English captions.
 
-The data set of the text-to-image path (docs/attention.md §7). One item is a 24x24 image of a
+The data set of the text-to-image path (docs/attention.md §10). One item is a 24x24 image of a
 character (``0-9`` and ``A-Z``, attribute :attr:`CaptionedGlyphs.chars`) drawn from one of the twelve
 DejaVu faces bundled with matplotlib (no download)::
 

@@ -110,7 +110,12 @@ def cmd_train(args):
         return _train_vae(args)
 
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                                   "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
+                                   "seed": args.seed, "n_train": args.n_train,
+                                   "base_channels": args.base_channels, "channel_mult": args.channel_mult,
+                                   "attention_resolutions": args.attention_resolutions,
+                                   "text_dim": args.text_dim, "text_depth": args.text_depth,
+                                   "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
+                                   "loss_weighting": args.loss_weighting}.items() if v is not None}
     if args.model == "unet":
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
@@ -129,7 +134,12 @@ def _train_vae(args):
     if args.conditional:
         raise UserError("--model vae is unconditional (drop --conditional)")
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                                   "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
+                                   "seed": args.seed, "n_train": args.n_train,
+                                   "base_channels": args.base_channels, "channel_mult": args.channel_mult,
+                                   "attention_resolutions": args.attention_resolutions,
+                                   "text_dim": args.text_dim, "text_depth": args.text_depth,
+                                   "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
+                                   "loss_weighting": args.loss_weighting}.items() if v is not None}
     cfg = AutoencoderConfig(dataset=args.dataset, **overrides)
     t0 = time.perf_counter()
     ae, losses = fit_autoencoder(cfg, checkpoint_path=args.out, progress=not args.quiet, resume=args.resume)
@@ -141,8 +151,10 @@ def _train_vae(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
+    from .nn.checkpoint import resolve
     from .training import TrainConfig, make_schedule
 
+    path = resolve(path)  # a shipped checkpoint by name, e.g. text-glyphs
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
     ck = load(path)
@@ -162,23 +174,40 @@ def _load_for_sampling(path):
 def cmd_sample(args):
     from . import plotting
 
+    if args.out is None and args.plot is None:
+        raise UserError("give --out FILE.npz (the samples) and/or --plot FILE.png")
     model, schedule, shape = _load_for_sampling(args.checkpoint)
     y = None
+    text = getattr(model, "null_ids", None) is not None
+    if args.n is None:
+        args.n = 16 if text else 1000
     if args.label is not None:
         if getattr(model, "num_classes", None) is None:
             raise UserError("--label needs a class-conditional checkpoint")
         y = backend.get_xp().full(args.n, args.label, dtype="int64")
+    if (args.prompt is not None or args.guidance is not None) and not text:
+        raise UserError("--prompt/--guidance need a text-conditioned checkpoint (e.g. --checkpoint text-glyphs)")
     t0 = time.perf_counter()
-    x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
-                      seed=args.seed, y=y)
+    if text:
+        from .t2i import generate
+
+        w = 3.0 if args.guidance is None else args.guidance
+        x, nfe = generate(model, args.prompt or "", n=args.n, guidance=w, steps=args.steps, sampler=args.sampler,
+                          grid=args.grid, seed=args.seed, schedule=schedule, shape=shape, return_nfe=True)
+    else:
+        x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
+                          seed=args.seed, y=y)
     x_host = backend.to_numpy(x)  # explicit device -> host copy, to save
-    tmp = args.out + ".tmp.npz"
-    np.savez(tmp, x=x_host)
-    os.replace(tmp, args.out)
-    print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s; "
-          f"wrote {args.out} (key 'x', shape {x_host.shape})")
+    wrote = ""
+    if args.out is not None:
+        tmp = args.out + ".tmp.npz"
+        np.savez(tmp, x=x_host)
+        os.replace(tmp, args.out)
+        wrote = f"; wrote {args.out} (key 'x', shape {x_host.shape})"
+    print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s{wrote}")
     if args.plot:
-        plotting.plot_samples(x_host, args.plot, title=f"{args.sampler}, {args.steps} steps")
+        what = f'"{args.prompt or ""}", guidance {w:g}, ' if text else ""
+        plotting.plot_samples(x_host, args.plot, title=f"{what}{args.sampler}, {args.steps} steps")
         print(f"wrote {args.plot}")
     return 0
 
@@ -238,7 +267,17 @@ def build_parser():
     t.add_argument("--lr", type=float)
     t.add_argument("--n-train", type=int, help="points drawn from a built-in dataset")
     t.add_argument("--seed", type=int)
-    t.add_argument("--conditional", action="store_true", help="class-conditional (labelled datasets)")
+    t.add_argument("--conditional", action="store_true",
+                   help="class-conditional (labelled datasets); text-conditional on captioned_glyphs")
+    t.add_argument("--base-channels", type=int, help="U-Net width at full resolution")
+    t.add_argument("--channel-mult", type=int, nargs="+", help="U-Net width multipliers, e.g. 1 2 2")
+    t.add_argument("--attention-resolutions", type=int, nargs="+",
+                   help="U-Net downsampling factors with a transformer block, e.g. 2 4")
+    t.add_argument("--text-dim", type=int, help="text encoder width (text-conditional models)")
+    t.add_argument("--text-depth", type=int, help="text encoder blocks (text-conditional models)")
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--ema-decay", type=float)
+    t.add_argument("--loss-weighting", choices=("none", "min_snr"))
     t.add_argument("--checkpoint-every", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--out", required=True, help="checkpoint path (.npz)")
@@ -246,14 +285,18 @@ def build_parser():
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help="a .npz path, or a shipped model's name: text-glyphs")
     s.add_argument("--sampler", choices=SAMPLERS, default="gradient_estimation")
     s.add_argument("--steps", type=int, default=20)
     s.add_argument("--grid", choices=GRIDS, default="log_linear")
-    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--n", type=int, default=None, help="samples (default 1000; 16 for a text prompt)")
     s.add_argument("--label", type=int, default=None, help="class label (conditional checkpoints)")
+    s.add_argument("--prompt", default=None,
+                   help='text prompt (text-conditioned checkpoints), e.g. "bold serif R"; "" = unconditional')
+    s.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight w (eps_u + w (eps_c - eps_u); default 3)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="output .npz (samples under key 'x')")
+    s.add_argument("--out", default=None, help="output .npz (samples under key 'x'); --out or --plot is needed")
     s.add_argument("--plot", default=None, help="also write a PNG of the samples")
     s.set_defaults(func=cmd_sample)
 

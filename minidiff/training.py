@@ -67,10 +67,17 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every k steps (0: only at the end)
     seed: int = 0  # seeds data, init, and every step's draws
     dtype: str = "float32"  # model dtype
+    # text conditioning (dataset captioned_glyphs with conditional=True; docs/attention.md §8)
+    text_dim: int = 64  # width of the text encoder = the cross-attention context width
+    text_depth: int = 2  # transformer blocks in the text encoder
+    attention_resolutions: tuple = ()  # U-Net downsampling factors with attention; text models: () -> all but 1
+    num_heads: int = 4  # heads of every attention layer
+    pooled_context: bool = True  # text models: also add the mean text embedding to the noise embedding
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
         check_positive_int(self.steps, "steps")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.n_train, "n_train")
@@ -181,7 +188,12 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     if n < 1:
         raise ValueError("data must hold at least one sample")
     num_classes = getattr(model, "num_classes", None)
-    if labels is not None:
+    null_ids = getattr(model, "null_ids", None)  # a text-conditioned model: labels are token ids (N, S)
+    if labels is not None and null_ids is not None:
+        if labels.ndim != 2 or labels.shape[0] != n or labels.dtype.kind not in "iu":
+            raise ValueError(f"a text-conditioned model needs token ids of shape ({n}, S); got "
+                             f"{labels.dtype} {tuple(labels.shape)}")
+    elif labels is not None:
         if num_classes is None:
             raise ValueError("labels were given but the model is not class-conditional (num_classes=None)")
         if tuple(labels.shape) != (n,):
@@ -235,7 +247,10 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
             y = labels[idx]
             if label_dropout > 0.0:
                 drop = rng.random(batch_size) < label_dropout
-                y = xp.where(drop, num_classes, y)  # num_classes is the null label
+                if null_ids is not None:  # caption dropout: the row becomes the empty prompt's ids
+                    y = xp.where(drop[:, None], null_ids[None, :y.shape[1]], y)
+                else:
+                    y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
         eps_hat = model(x, sigma, y) if y is not None else model(x, sigma)
         err = eps_hat - eps  # (B, ...)
@@ -343,14 +358,25 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     train from scratch, a finished run with the same config is loaded without training, and
     an interrupted one continues. ``losses`` always holds the whole history."""
     cfg = config or TrainConfig()
+    text = cfg.conditional and cfg.dataset.startswith("captioned_glyphs")  # text-to-image (docs/attention.md §8)
     if data is None:
-        data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
+        if text:
+            from .t2i import load_text_data
+
+            data, labels = load_text_data(cfg.dataset, cfg.n_train, cfg.seed)
+        else:
+            data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
     num_classes = None
-    if cfg.conditional:
+    if cfg.conditional and not text:
         if labels is None:
             raise ValueError("conditional=True needs labels")
         num_classes = int(backend.to_numpy(labels).max()) + 1  # host copy once, at set-up
-    model = make_model(cfg, data, num_classes)
+    if text:
+        from .t2i import make_text_model
+
+        model = make_text_model(cfg, data)
+    else:
+        model = make_model(cfg, data, num_classes)
     schedule = make_schedule(cfg)
     xp = backend.get_xp(data)
     flat = data.reshape(data.shape[0], -1)  # (N, D)
@@ -404,4 +430,5 @@ def config_dict(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["hidden"] = list(cfg.hidden)
     d["channel_mult"] = list(cfg.channel_mult)
+    d["attention_resolutions"] = list(cfg.attention_resolutions)
     return d

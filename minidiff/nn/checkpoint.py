@@ -27,7 +27,7 @@ from .. import backend
 from .models import MODELS, build_model
 from .module import Module
 
-__all__ = ["save", "load", "Checkpoint", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "resolve", "Checkpoint", "FORMAT", "VERSION", "SHIPPED"]
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 1
@@ -134,8 +134,23 @@ def _read(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+# Checkpoints shipped inside the package (minidiff/weights/), loadable by name wherever a path is accepted.
+SHIPPED = {"text-glyphs": "text-glyphs.npz", "glyph-reader": "glyph-reader.npz"}
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+
+
+def resolve(path):
+    """``path`` itself, or the file of a shipped checkpoint when ``path`` is one of the names in
+    :data:`SHIPPED` (``"text-glyphs"``, ``"glyph-reader"``) and no file of that name exists."""
+    if isinstance(path, str) and path in SHIPPED and not os.path.exists(path):
+        return os.path.join(WEIGHTS_DIR, SHIPPED[path])
+    return path
+
+
 def load(path) -> Checkpoint:
-    """Read, validate and rebuild a checkpoint written by :func:`save`; arrays go to the default backend."""
+    """Read, validate and rebuild a checkpoint written by :func:`save` (or a shipped one by name, see
+    :func:`resolve`); arrays go to the default backend."""
+    path = resolve(path)
     arrays, meta = _read(path)
     kind = meta.get("model_class")
     if kind not in MODELS:

@@ -1,6 +1,6 @@
 r"""A glyph reader: a small convolutional classifier that reads a glyph's character, family, weight, style.
 
-It is the judge of the text-to-glyph model (docs/attention.md §9): prompt adherence is the share of
+It is the judge of the text-to-glyph model (docs/attention.md §11): prompt adherence is the share of
 generated samples it reads as what the prompt asked for, relative to its accuracy on real glyphs. Its
 penultimate features also serve as the embedding of a glyph FID.
 
