@@ -32,7 +32,7 @@ Numerics (why the code looks the way it does)
   s = sum exp(logit - m) and running weighted sum acc = sum exp(logit - m) x_i are rescaled by
   exp(m_old - m_new) whenever the max grows. Memory is O(B x chunk_size), never O(B x N).
 * Shifted logits are clamped at -80 before exp: float32 exp of arguments in about
-  [-103, -87] returns subnormals, which x86 processes ~40x slower (PERF.md). Those weights
+  [-103, -87] returns subnormals, which x86 processes ~40x slower (docs/performance.md). Those weights
   are < 2e-35 relative to the top one and vanish in every sum.
 * eps is formed as ((x - c) - (x0_hat - c)) / sigma in the recentred frame, so a query equal
   to a data point gives eps = 0 exactly even at sigma = 1e-6.

@@ -7,7 +7,7 @@ gradient w.r.t. the input and accumulates (``+=``) the parameter gradients.
 Image layout: the image layers (:class:`Conv2d`, :class:`GroupNorm`, :class:`Upsample`,
 :class:`Downsample`, :class:`ResBlock`) take **channels-last** arrays ``(B, H, W, C)``. With C innermost,
 an im2col patch is nine contiguous C-vectors and the convolution is one GEMM; NCHW im2col measured
-~2.4x slower here (PERF.md). :class:`~minidiff.nn.models.UNetDenoiser` accepts the usual NCHW and
+~2.4x slower (docs/performance.md). :class:`~minidiff.nn.models.UNetDenoiser` accepts the usual NCHW and
 transposes once at entry and exit.
 
 Initialisation: weights ~ N(0, 1/fan_in) (LeCun normal), biases zero, norms gamma = 1, beta = 0.
@@ -139,7 +139,7 @@ class GELU(Module):
     ``y = x/2 (1 + tanh(u))``, ``u = c (x + a x^3)``, ``c = sqrt(2/pi)``, ``a = 0.044715``.
 
     Backward: ``dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)`` with ``t = tanh(u)``. The exact erf
-    form is not offered: erf is ~40x slower than the tanh form on CPU (PERF.md).
+    form is not offered: erf is ~40x slower than the tanh form on CPU (docs/performance.md).
     """
 
     _c = math.sqrt(2.0 / math.pi)
@@ -301,22 +301,84 @@ class GroupNorm(Module):
         return g.reshape(B, H, W, C)
 
 
-def _im2col(x, k: int, s: int, p: int):
-    """Patches of ``x (B, H, W, C)`` zero-padded by ``p``: (B*Ho*Wo, k*k*C), ordered (u, v, c), built with
-    k*k strided slice copies (each contiguous in C). Returns (cols, Ho, Wo)."""
+def conv2d_reference(x, W, b, stride: int, padding: int):
+    r"""The plain algorithm, for reading and for testing the fast path: the convolution as k*k shifted
+    GEMMs, ``y = b + sum_{u, v} xpad[:, u::s, v::s, :] @ W[u, v]`` (each term a (B, Ho, Wo, C) slice times
+    a (C, O) tap). ``x (B, H, W, C)``, ``W (k, k, C, O)``, ``b (O,)`` or None. Returns ``(B, Ho, Wo, O)``."""
     xp = backend.get_xp(x)
-    B, H, W, C = x.shape
-    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    if p:
-        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=x.dtype)
-        xpad[:, p:p + H, p:p + W, :] = x
-    else:
-        xpad = x
-    cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
+    B, H, Wd, C = x.shape
+    k, s, p = W.shape[0], stride, padding
+    Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
+    xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    y = xp.zeros((B, Ho, Wo, W.shape[3]), dtype=x.dtype)
     for u in range(k):
         for v in range(k):
-            cols[:, :, :, u, v, :] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
-    return cols.reshape(B * Ho * Wo, k * k * C), Ho, Wo  # (B, Ho, Wo, k, k, C) -> (N, kkC), no copy
+            y += xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :] @ W[u, v]  # (B,Ho,Wo,C) @ (C,O)
+    return y if b is None else y + b
+
+
+def conv2d_reference_backward(x, W, dy, stride: int, padding: int):
+    r"""The plain backward of :func:`conv2d_reference`, tap by tap: ``dW[u, v] = sum xpad_uv^T dy`` and
+    ``dxpad[:, u::s, v::s, :] += dy @ W[u, v]^T`` (then crop the padding); ``db = sum dy``.
+    Returns ``(dx, dW, db)``."""
+    xp = backend.get_xp(x)
+    B, H, Wd, C = x.shape
+    k, s, p = W.shape[0], stride, padding
+    Ho, Wo = dy.shape[1], dy.shape[2]
+    xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    dxpad = xp.zeros_like(xpad)
+    dW = xp.zeros_like(W)
+    for u in range(k):
+        for v in range(k):
+            win = (slice(None), slice(u, u + s * (Ho - 1) + 1, s), slice(v, v + s * (Wo - 1) + 1, s))
+            dW[u, v] = xpad[win].reshape(-1, C).T @ dy.reshape(-1, W.shape[3])  # (C, N) @ (N, O)
+            dxpad[win] += dy @ W[u, v].T  # (B, Ho, Wo, O) @ (O, C)
+    return dxpad[:, p:p + H, p:p + Wd, :], dW, dy.sum(axis=(0, 1, 2))
+
+
+# -- work buffers --------------------------------------------------------------------------------------
+# A fresh array of tens of MB costs a page fault per 4 kB page on every call (measured: building the
+# im2col matrix of a 32-channel 28x28 batch-64 conv into a fresh array took 2-9x as long as into a reused
+# one on the 2-core test machine). Transient buffers (padded inputs, the backward's patch matrix) come
+# from this small pool; each is valid only until the next request for the same key, so none is ever
+# returned to a caller or kept as a forward cache. Single-threaded use only.
+_SCRATCH: dict = {}
+_SCRATCH_MAX = 24
+
+
+def _scratch(xp, tag: str, shape, dtype, border: int = 0):
+    """A zero-initialised work buffer for ``(tag, shape, dtype, border)``, reused across calls. Users that
+    pad write only the interior, so a border of width ``border`` stays zero (it is part of the key)."""
+    key = (tag, tuple(shape), str(dtype), xp.__name__, border)
+    buf = _SCRATCH.pop(key, None)
+    if buf is None:
+        if len(_SCRATCH) >= _SCRATCH_MAX:
+            _SCRATCH.pop(next(iter(_SCRATCH)))  # drop the least recently used
+        buf = xp.zeros(shape, dtype=dtype)
+    _SCRATCH[key] = buf  # most recently used last
+    return buf
+
+
+def _padded(x, p: int, tag: str):
+    """``x (B, H, W, C)`` zero-padded by ``p`` on both spatial sides, C-contiguous (a pooled buffer)."""
+    xp = backend.get_xp(x)
+    if p == 0:
+        return xp.ascontiguousarray(x)
+    B, H, W, C = x.shape
+    xpad = _scratch(xp, tag, (B, H + 2 * p, W + 2 * p, C), x.dtype, border=p)
+    xpad[:, p:p + H, p:p + W, :] = x  # the border stays zero
+    return xpad
+
+
+def _patches(xpad, k: int, s: int, Ho: int, Wo: int):
+    r"""im2col as a strided view of a C-contiguous ``xpad (B, Hp, Wp, C)``, no copy:
+    ``P[b, i, j, u, v C + c] = xpad[b, s i + u, s j + v, c]``, shape (B, Ho, Wo, k, k C). In channels-last
+    memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a single stride-1 axis;
+    copying P into a (B, Ho, Wo, k, kC) buffer is the whole im2col, one call with runs of kC."""
+    xp = backend.get_xp(xpad)
+    B, _, _, C = xpad.shape
+    sB, sH, sW, sC = xpad.strides
+    return xp.lib.stride_tricks.as_strided(xpad, (B, Ho, Wo, k, k * C), (sB, s * sH, s * sW, sH, sC))
 
 
 def _sum_rows(a2):
@@ -330,12 +392,14 @@ class Conv2d(Module):
 
     ``y[b, i, j, o] = b_o + sum_{u, v, c} xpad[b, s i + u, s j + v, c] W[u, v, c, o]``.
 
-    Implemented as im2col + one GEMM: ``cols (N, k k C)`` holds, for each output pixel, the k*k patch of
-    C-vectors (built with k*k strided slice copies, contiguous in C), and ``y = cols @ W.reshape(kkC, O)``.
+    The plain algorithm is k*k shifted GEMMs (:func:`conv2d_reference`). The fast path is im2col + one
+    GEMM: ``cols (N, k k C)`` holds, for each output pixel, its k*k patch of C-vectors, copied in one call
+    from a strided view of the padded input (:func:`_patches`) into a buffer this layer reuses (it is the
+    forward cache), and ``y = cols @ W.reshape(kkC, O)``: one GEMM with K = 9C instead of nine with K = C.
     Backward: ``dW += cols^T dy``, ``db += sum dy``. At stride 1, ``dx`` is the correlation of ``dy``
     (padded by k-1-p) with the spatially flipped, in/out-transposed kernel: a second im2col + GEMM. At
     stride 2, ``dcols = dy W^T`` is folded back into ``dxpad`` with k*k shifted strided slice-adds
-    (col2im; no ``add.at``), then cropped.
+    (col2im; no ``add.at``), then cropped. Tested against :func:`conv2d_reference_backward`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -355,21 +419,32 @@ class Conv2d(Module):
         fan_in = k * k * self.in_channels
         self.W = Parameter(_normal(rng, (k, k, self.in_channels, self.out_channels), 1.0 / math.sqrt(fan_in), dt))
         self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_channels,), dtype=dt)) if bias else None
+        self._colbuf = None
 
     def _out_size(self, n):
         return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
 
+    def _cols_buffer(self, xp, shape, dtype):
+        """This layer's im2col buffer (the forward cache), reused while the input shape stays the same."""
+        buf = self._colbuf
+        if buf is None or buf.shape != shape or buf.dtype != dtype or backend.get_xp(buf) is not xp:
+            buf = self._colbuf = xp.empty(shape, dtype=dtype)
+        return buf
+
     def forward(self, x):
         check_input(x, "x", like=self.W.data, ndim=4, last=self.in_channels)
+        xp = backend.get_xp(x)
         B, H, W, C = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         Ho, Wo = self._out_size(H), self._out_size(W)
         if Ho < 1 or Wo < 1:
             raise ValueError(f"input {H}x{W} is too small for kernel {k}, stride {s}, padding {p}")
         if k == 1 and s == 1 and p == 0:
-            cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy
+            cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy when x is contiguous
         else:
-            cols, Ho, Wo = _im2col(x, k, s, p)
+            cols = self._cols_buffer(xp, (B, Ho, Wo, k, k * C), x.dtype)
+            xp.copyto(cols, _patches(_padded(x, p, "xpad"), k, s, Ho, Wo))  # the im2col copy
+            cols = cols.reshape(B * Ho * Wo, k * k * C)  # (B, Ho, Wo, k, kC) -> (N, kkC), no copy
         self._cols, self._xshape = cols, x.shape
         y = cols @ self.W.data.reshape(k * k * C, self.out_channels)  # (N, kkC) @ (kkC, O) -> (N, O)
         if self.b is not None:
@@ -392,10 +467,12 @@ class Conv2d(Module):
         if s == 1 and p <= k - 1:
             # dx is the full correlation of dy with the flipped kernel:
             # dx[b, a, c] = sum_{u', v', o} dypad[b, a + u', c' + v', o] W[k-1-u', k-1-v', c, o], dy padded by
-            # k-1-p. One more im2col (contiguous copies) + GEMM beats dcols + a nine-way strided fold.
-            dcols, _, _ = _im2col(dy, k, 1, k - 1 - p)  # (N_x, k k O)
+            # k-1-p. One more im2col (one strided copy into a pooled buffer) + GEMM beats dcols + a nine-way
+            # strided fold.
+            dcols = _scratch(xp, "dcols", (B, H, W, k, k * O), dy.dtype)
+            xp.copyto(dcols, _patches(_padded(dy, k - 1 - p, "dypad"), k, 1, H, W))
             W_flip = self.W.data[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * O, C)  # (k, k, O, C) -> (kkO, C)
-            return (dcols @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C) -> (N_x, C)
+            return (dcols.reshape(B * H * W, k * k * O) @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C)
         dcols = (dy2 @ W2.T).reshape(B, Ho, Wo, k, k, C)  # (N, O) @ (O, kkC) -> (B, Ho, Wo, k, k, C)
         dxpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=dy.dtype)
         for u in range(k):
