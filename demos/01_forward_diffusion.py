@@ -18,6 +18,7 @@ Full mode ~12 s on 2 cores; --fast ~4 s (fewer points, coarser grids, a 6-frame 
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

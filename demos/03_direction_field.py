@@ -19,6 +19,7 @@ cached in DIR as ``spiral_mlp_*.npz`` and reused by demos 04 and 05 -- delete it
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

@@ -20,6 +20,7 @@ learns a smoother function -- and that is what lets it generate new points.
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

@@ -28,6 +28,7 @@ All samplers walk a decreasing grid sigma_0 = 80 > ... > sigma_{N-1} = 0.01 (log
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

@@ -19,6 +19,7 @@ x0 + sigma eps scaled by sqrt(alpha_bar), so alpha_bar and sigma are two views o
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

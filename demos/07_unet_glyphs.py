@@ -29,6 +29,7 @@ noise level injected into every residual block.
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window

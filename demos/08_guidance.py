@@ -26,6 +26,7 @@ The math (MATH.md section 7; ``minidiff.guidance``):
 import argparse
 import os
 
+import minidiff  # noqa: F401  (first: picks the BLAS thread count before NumPy loads; minidiff/_threads.py)
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no window
