@@ -28,7 +28,7 @@ import numpy as np  # host-side plotting arrays only
 from minidiff import backend
 from minidiff.ideal import IdealDenoiser, dist
 from minidiff.samplers import denoise_once
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="direction field x0_hat - x at several sigma, ideal vs learned")
 parser.add_argument("--fast", action="store_true", help="tiny training run (for the smoke test)")

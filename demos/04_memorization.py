@@ -30,7 +30,7 @@ from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="memorisation: ideal denoiser vs trained MLP")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")

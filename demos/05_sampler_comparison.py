@@ -38,7 +38,7 @@ from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
 from minidiff.samplers import CountingDenoiser, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="DDIM vs DDPM vs gradient estimation vs Heun vs DPM++(2M)")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")

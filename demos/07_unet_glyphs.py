@@ -39,7 +39,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from minidiff import backend, datasets
 from minidiff.samplers import denoise_once, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="U-Net on 16x16 glyphs: samples, denoising GIF, one step vs many")
 parser.add_argument("--fast", action="store_true", help="tiny U-Net, 10 training steps (for the smoke test)")

@@ -37,7 +37,7 @@ from minidiff.guidance import classifier_free, classifier_guidance
 from minidiff.nn import Adam, NoiseAwareClassifier, cross_entropy
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="classifier-free and classifier guidance on spiral arms")
 parser.add_argument("--fast", action="store_true", help="tiny training runs (for the smoke test)")

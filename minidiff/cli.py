@@ -68,7 +68,7 @@ def cmd_demo(args):
     """Train an MLP on the spiral with the built-in defaults, sample with the gradient-estimation
     sampler, write one figure and the metrics."""
     from . import datasets, plotting
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit
 
     cfg = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
     if args.fast:
@@ -104,7 +104,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit
 
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
@@ -121,7 +121,7 @@ def cmd_train(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_schedule
 
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")

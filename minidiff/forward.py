@@ -52,8 +52,9 @@ def _alpha_bar_like(alpha_bar, x, name="alpha_bar", allow_one=False):
 
 # ----------------------------------------------------------------------------- noising
 def add_noise_ve(x0, sigma, eps):
-    r"""VE forward marginal ``x = x0 + sigma * eps`` (Song et al. 2021b, Eq. 31;
-    Karras et al. 2022, Eq. 1). ``sigma``: float or (B,)."""
+    r"""VE forward marginal ``x = x0 + sigma * eps``: the perturbation kernel of the VE SDE
+    (Song et al. 2021b, Sec. 3.4) and the noising of Karras et al. 2022, Sec. 2 (their Eq. 1 is
+    the probability-flow ODE, not this); docs/math.md §1. ``sigma``: float or (B,)."""
     check_array(x0, "x0")
     if eps.shape != x0.shape:
         raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}; got {tuple(eps.shape)}")

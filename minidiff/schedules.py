@@ -180,7 +180,8 @@ def alpha_bars_from_sigmas(sigmas) -> np.ndarray:
 
 def log_snr(alpha_bar) -> np.ndarray:
     r"""Log signal-to-noise ratio ``lambda = log(alpha_bar / (1 - alpha_bar)) = -2 log sigma``
-    (Kingma et al. 2021, Variational Diffusion Models, Eq. 3)."""
+    (the SNR ``alpha^2 / sigma^2`` of Kingma et al. 2021, Variational Diffusion Models, Eq. 2,
+    in logs; docs/math.md §2)."""
     ab = _check_alpha_bars(alpha_bar)
     return np.log(ab) - np.log1p(-ab)
 
@@ -354,12 +355,12 @@ class Schedule:
         ``p = p_data * N(0, sigma_max^2 I)``. By joint convexity of KL,
 
         .. math:: KL(p \,\|\, q) \le E_{x_0} KL(N(x_0, \sigma^2 I) \,\|\, N(0, \sigma^2 I))
-                  = rac{E\|x_0\|^2}{2 \sigma_{max}^2} = rac{\mathrm{rms}^2}{2 \sigma_{max}^2},
+                  = \frac{E\|x_0\|^2}{2 \sigma_{max}^2} = \frac{\mathrm{rms}^2}{2 \sigma_{max}^2},
 
         with ``data_rms = sqrt(E ||x0||^2)`` (the RMS norm of a data point, not per coordinate).
         A :class:`ScheduleWarning` is emitted when the bound exceeds ``max_kl`` nats (0.1 by
         default, i.e. ``data_rms / sigma_max > 0.45``). The classic bug it catches: a T = 50
-        linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.82``): the "noise" still
+        linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.8115``): the "noise" still
         carries most of the signal (bound 0.76 nats for unit-RMS data).
         """
         data_rms = check_real(data_rms, "data_rms")
