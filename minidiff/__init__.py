@@ -29,8 +29,8 @@ from .metrics import (  # noqa: F401
     knn, knn_distances, manifold_distance, memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
 )
 from .nn import (  # noqa: F401
-    EMA, SGD, Adam, AdamW, Checkpoint, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, build_model,
-    clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
+    EMA, SGD, Adam, AdamW, Checkpoint, FeedForward, MLPDenoiser, MultiHeadAttention, NoiseAwareClassifier,
+    TransformerBlock, UNetDenoiser, build_model, clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
 )
 from .nn import load as load_checkpoint, save as save_checkpoint  # noqa: F401
 from .reversal import Reversal, reverse_point_clouds  # noqa: F401
