@@ -1,7 +1,7 @@
 r"""Forward (noising) processes, the VE <-> VP bridge, parametrisation conversions and the
 DDPM posterior.
 
-Two coordinate systems (MATH.md section 1):
+Two coordinate systems (docs/math.md §1):
 
 - VE, "sigma space" (the core of minidiff): ``x = x0 + sigma * eps``.
 - VP, "DDPM space": ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``.
@@ -192,7 +192,8 @@ def _noise_draws(noise, n_steps, shape, rng, xp, dtype):
 
 
 def random_walk(x0, sigmas, rng=None, noise=None):
-    r"""The first seed's forward diffusion of a point cloud, kept step by step:
+    r"""The forward diffusion of a point cloud in the "Unit 10 – Diffusion Models" lecture notes,
+    kept step by step (docs/math.md §3):
 
     .. math:: x_t = x_{t-1} + \sigma_t w_t, \qquad w_t \sim N(0, I),\ t = 1..T.
 
@@ -222,7 +223,8 @@ def random_walk_marginal_std(sigmas):
 
 
 def vp_chain(x0, betas, rng=None, noise=None):
-    r"""The fourth seed's VP (DDPM) forward chain, kept step by step (Ho et al. 2020, Eq. 2):
+    r"""The VP (DDPM) forward chain of the DL4DS lecture slides, kept step by step (Ho et al. 2020,
+    Eq. 2; docs/math.md §3):
 
     .. math:: x_t = \sqrt{1 - \beta_t}\, x_{t-1} + \sqrt{\beta_t}\, u_t, \qquad u_t \sim N(0, I).
 

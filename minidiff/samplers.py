@@ -31,8 +31,9 @@ matters most. Permenter & Yuan end their grid at a small sigma and then take a p
 ends in 0 it returns ``x0_hat``). The default ``final_step=None`` applies the method's own update
 on every step, exactly as written above.
 
-The "add a small amount of noise to the points obtained from the diffusion model" of Permenter
-& Yuan's lecture notes is ``final_noise=``: after the last step, ``x <- x + final_noise * w``, reported as one extra state.
+The "adding a small amount of noise to the points obtained from the diffusion model" of the
+lecture notes "Unit 10 – Diffusion Models" is ``final_noise=``: after the last step,
+``x <- x + final_noise * w``, reported as one extra state.
 
 Sigma grids are converted to Python floats once; ``x`` stays on its backend (NumPy or CuPy) and
 dtype (float32 or float64); the loop makes no host/device copies.
@@ -218,7 +219,8 @@ def iter_sample(denoiser, sigmas, x, *, method="family", gamma=None, mu=None, rn
         one with arrays left over raises ValueError when the run ends.
     final_step : None (the method's update throughout) or ``"ddim"`` (family methods only: the
         last step is a plain DDIM step, gamma = 1 and mu = 0, so no extrapolation and no noise).
-    final_noise : float >= 0; after the last step add ``final_noise * w`` (Permenter & Yuan's lecture notes);
+    final_noise : float >= 0; after the last step add ``final_noise * w`` (a trick of the
+        "Unit 10 – Diffusion Models" lecture notes);
         yields one more state with ``sigma = sqrt(sigma_N**2 + final_noise**2)``.
 
     Yields

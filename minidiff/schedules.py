@@ -7,7 +7,7 @@ with ``log1p``/``expm1`` and sums of logs. Hot code casts them once, e.g. by tur
 sampling grid into Python floats, or with :meth:`Schedule.sample_sigmas`, which draws
 on the device of the random generator.
 
-Conventions (MATH.md sections 1-3): training index ``t = 0..T-1``; ``alpha_bar_t`` is
+Conventions (docs/math.md §1-§2): training index ``t = 0..T-1``; ``alpha_bar_t`` is
 the inclusive product ``prod_{s<=t} (1 - beta_s)``; VE noise level
 ``sigma = sqrt((1 - alpha_bar) / alpha_bar)``. Sampling grids are strictly decreasing.
 """
@@ -215,7 +215,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 
 
 def timesteps(n_steps: int, T: int = 1000, spacing: str = "leading", offset: int = 0) -> np.ndarray:
-    r"""Integer inference timesteps, descending (MATH.md section 3; Lin et al. 2024, Table 2).
+    r"""Integer inference timesteps, descending (docs/math.md §2; Lin et al. 2024, Table 2).
 
     - ``leading``:  ``arange(N) * (T // N) + offset``, reversed (N=50, T=1000: 980, ..., 0).
     - ``trailing``: ``round(T - i T/N) - 1``, i = 0..N-1, i.e. ``round(arange(T, 0, -T/N)) - 1``

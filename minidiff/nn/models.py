@@ -4,7 +4,7 @@ Preconditioning (both denoisers): the network sees the VP-scaled input
 
     ``x_in = x / sqrt(1 + sigma^2)``
 
-(MATH.md §1: ``x_vp = sqrt(ab) x_ve`` with ``ab = 1 / (1 + sigma^2)``), so its input has roughly unit
+(docs/math.md §1: ``x_vp = sqrt(ab) x_ve`` with ``ab = 1 / (1 + sigma^2)``), so its input has roughly unit
 variance for unit-variance data at every sigma, and it predicts ``eps`` directly (Ho et al. 2020's
 parametrisation; Karras et al. 2022 call this factor ``c_in``). The noise level enters through
 :class:`~minidiff.nn.layers.SigmaEmbedding` of ``log(sigma)``. ``backward(d_eps_hat)`` returns the
