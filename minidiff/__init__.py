@@ -43,4 +43,5 @@ from .schedules import (  # noqa: F401
     sigmas_from_betas, timesteps,
 )
 from .runs import TrainConfig, TrainResult, fit, load_data  # noqa: F401
+from .text import TextEncoder, Tokenizer  # noqa: F401
 from .training import NonFiniteLossError, train  # noqa: F401
