@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Built by concatenation so that this file does not match its own patterns.
+# Built by concatenation so that no other file needs to spell them (this file is not scanned).
 _NOTES = "shared" + "/"
 _PRIVATE = ("MATH" + ".md", "PERF" + ".md")
 _BY_NUMBER = re.compile(
@@ -58,10 +58,11 @@ def test_the_pattern_lets_random_seeds_pass(text):
 
 
 def _tracked_text_files():
+    """(name, text) of every tracked text file but this one, whose examples match on purpose."""
     out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     for name in out.decode().split("\0"):
         path = ROOT / name
-        if not name or not path.is_file():
+        if not name or not path.is_file() or name == "tests/test_docs.py":
             continue  # deleted in the work tree, or a submodule
         data = path.read_bytes()
         if b"\0" in data[:8192]:
