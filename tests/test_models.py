@@ -177,7 +177,7 @@ def test_config_is_json_and_rebuilds_identical_model(model):
     assert type(clone) is type(model)
     for (n1, p1), (n2, p2) in zip(model.named_parameters(), clone.named_parameters()):
         assert n1 == n2 and np.array_equal(p1.data, p2.data)  # same seed -> same init
-    assert set(MODELS) == {"MLPDenoiser", "UNetDenoiser", "NoiseAwareClassifier"}
+    assert {"MLPDenoiser", "UNetDenoiser", "NoiseAwareClassifier"} <= set(MODELS)  # others register too
     with pytest.raises(ValueError, match="unknown model"):
         build_model("Transformer")
 

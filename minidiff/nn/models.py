@@ -339,7 +339,9 @@ def cross_entropy(logits, y):
     return loss, d
 
 
-MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier)}
+from .autoencoder import Autoencoder  # noqa: E402  (a model too: saved and rebuilt by checkpoints)
+
+MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder)}
 
 
 def build_model(kind_or_config, **kwargs):
