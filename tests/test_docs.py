@@ -106,6 +106,11 @@ def test_cited_sections_parses_lists_and_ranges():
     assert cited_sections("docs/math.md, Sources; docs/README.md") == set()
 
 
+# Topic files written by the engineer who builds the feature (docs/README.md lists them): a pointer to
+# one is allowed while the file does not exist yet; once it exists, its sections are checked too.
+PLANNED = {"attention.md", "latent.md", "quality.md", "backends.md"}
+
+
 def test_every_docs_pointer_names_a_numbered_heading():
     headings = {}
     for path in (ROOT / "docs").glob("*.md"):
@@ -114,6 +119,8 @@ def test_every_docs_pointer_names_a_numbered_heading():
     for name, text in _tracked_text_files():
         for i, line in enumerate(text.splitlines(), 1):
             for doc, sec in sorted(cited_sections(line)):
+                if doc not in headings and doc in PLANNED:
+                    continue
                 if doc not in headings:
                     dead.append(f"{name}:{i}: docs/{doc} does not exist")
                 elif sec not in headings[doc]:
