@@ -18,7 +18,8 @@ from . import backend
 from ._validate import check_positive_int
 from .nn import build_model, load, save
 from .schedules import Schedule
-from .training import train
+from .nn.checkpoint import NonFiniteCheckpointError
+from .training import NonFiniteLossError, _diverged, train
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
            "restore_run", "save_run"]
@@ -217,22 +218,35 @@ def config_dict(cfg: TrainConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints and resume
-_BOOKKEEPING = {"checkpoint_every"}  # config fields that do not change what is trained
+# config fields a resumed run may change: bookkeeping, and the step count (resuming a finished run
+# with more steps continues it; the cosine decay then stretches to the new count)
+_BOOKKEEPING = {"checkpoint_every", "steps"}
+# train() arguments stored in every checkpoint and compared on resume (a mismatch is refused)
+_RESUME_ARGS = ("batch_size", "lr", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "ema_decay",
+                "loss_weighting", "label_dropout")
 
 
-def save_run(path, model, opt, ema, config, step, seed, losses, data_shape):
-    """Write a training checkpoint: model, optimiser, EMA, config and the run's step/seed/losses."""
-    save(path, model, optimizer=opt, ema=ema, config=config,
-         extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
-                "data_shape": [int(k) for k in data_shape]})
+def save_run(path, model, opt, ema, config, step, seed, losses, data_shape, train_args):
+    """Write a training checkpoint: model, optimiser, EMA, config, the run's step/seed/losses and the
+    optimiser settings of :func:`~minidiff.training.train`; refused (NonFiniteLossError) if a weight
+    is NaN/inf."""
+    try:
+        save(path, model, optimizer=opt, ema=ema, config=config,
+             extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
+                    "data_shape": [int(k) for k in data_shape], "train_args": train_args})
+    except NonFiniteCheckpointError:  # finite loss, but the update made some weight NaN/inf
+        raise NonFiniteLossError(_diverged("weights", "NaN/inf", step, path)) from None
 
 
-def restore_run(path, model, opt, ema, *, seed: int, steps: int, config: dict | None):
+def restore_run(path, model, opt, ema, *, seed: int, steps: int, config: dict | None, train_args: dict):
     """Load the checkpoint at ``path`` into ``model``/``opt``/``ema`` for ``train(resume=True)``;
     returns ``(step reached, loss history)``. Everything is validated before the model is touched,
-    so a refused resume (different seed or config, or a checkpoint beyond ``steps``) changes nothing."""
+    so a refused resume (different seed, config or optimiser settings, or a checkpoint beyond
+    ``steps``) changes nothing."""
     ck = load(path)
-    start = int(ck.extra.get("step", 0))
+    if not isinstance(ck.extra, dict) or not isinstance(ck.extra.get("step"), int):
+        raise ValueError(f"resume: {path!s} was not written by train() (no step count in it)")
+    start = ck.extra["step"]
     if int(ck.extra.get("seed", seed)) != int(seed):
         raise ValueError(f"resume: checkpoint was trained with seed {ck.extra.get('seed')}, not {seed}")
     diff = [] if config is None or ck.config is None else sorted(
@@ -240,7 +254,14 @@ def restore_run(path, model, opt, ema, *, seed: int, steps: int, config: dict | 
         if k not in _BOOKKEEPING and config.get(k) != ck.config.get(k))
     if diff:
         raise ValueError(f"resume: {path!s} was trained with a different config "
-                         f"(fields {diff}); use another checkpoint path or resume=False")
+                         f"(fields {diff}); train to another checkpoint path, or start afresh")
+    stored = ck.extra.get("train_args")  # absent in checkpoints written before it was recorded
+    if isinstance(stored, dict):
+        changed = sorted(k for k in _RESUME_ARGS if k in stored and stored[k] != train_args[k])
+        if changed:
+            raise ValueError(f"resume: {path!s} was trained with different optimiser settings "
+                             + ", ".join(f"{k}={stored[k]!r} (now {train_args[k]!r})" for k in changed)
+                             + "; pass the same settings, or train to another checkpoint path")
     if start > steps:
         raise ValueError(f"resume: the checkpoint is at step {start}, beyond steps={steps}")
     model.load_state_dict(ck.model.state_dict())
