@@ -110,7 +110,9 @@ def cmd_train(args):
         return _train_vae(args)
 
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                                   "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
+                                   "seed": args.seed, "n_train": args.n_train,
+                                   "parametrization": args.parametrization, "sigma_data": args.sigma_data,
+                                   "sigma_distribution": args.sigma_distribution}.items() if v is not None}
     if args.model == "unet":
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
@@ -141,7 +143,7 @@ def _train_vae(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
-    from .training import TrainConfig, make_schedule
+    from .training import TrainConfig, make_denoiser, make_schedule
 
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
@@ -156,7 +158,7 @@ def _load_for_sampling(path):
     shape = ck.extra.get("data_shape")
     if not shape:
         raise UserError(f"checkpoint {path!r} does not record the data shape it was trained on")
-    return model, make_schedule(cfg), shape
+    return make_denoiser(model, cfg), make_schedule(cfg), shape
 
 
 def cmd_sample(args):
@@ -239,6 +241,11 @@ def build_parser():
     t.add_argument("--n-train", type=int, help="points drawn from a built-in dataset")
     t.add_argument("--seed", type=int)
     t.add_argument("--conditional", action="store_true", help="class-conditional (labelled datasets)")
+    t.add_argument("--parametrization", choices=("eps", "x0", "v", "edm"),
+                   help="what the network predicts (default eps; edm: Karras et al. 2022 preconditioning)")
+    t.add_argument("--sigma-data", type=float, help="data std for --parametrization edm (default 0.5)")
+    t.add_argument("--sigma-distribution", choices=("schedule", "lognormal"),
+                   help="training noise levels: the schedule's grid (default) or ln sigma ~ N(-1.2, 1.2^2)")
     t.add_argument("--checkpoint-every", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--out", required=True, help="checkpoint path (.npz)")

@@ -33,10 +33,11 @@ from .nn import EMA, Adam, build_model, clip_grad_norm, load, save, warmup_cosin
 from .nn.checkpoint import NonFiniteCheckpointError
 from .nn.module import Module
 from .nn.optim import MAX_LR
+from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning
 from .schedules import Schedule
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "fit", "make_model",
-           "make_schedule", "load_data", "loss_weight"]
+           "make_schedule", "load_data", "loss_weight", "make_denoiser"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -68,7 +69,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW-style decoupled weight decay (0 = plain Adam)
     grad_clip: float = 1.0  # clip the global gradient norm (<= 0 disables)
     ema_decay: float = 0.995  # EMA of the weights, used for sampling
-    loss_weighting: str = "none"  # "none", or "min_snr" (Hang et al. 2023, gamma = 5)
+    loss_weighting: str = "none"  # "none", or "min_snr" (Hang et al. 2023, gamma = 5; eps only)
+    parametrization: str = "eps"  # what the network predicts: eps | x0 | v | edm (minidiff.precond)
+    sigma_data: float = 0.5  # data std per coordinate, for parametrization="edm" (Karras et al. 2022)
+    sigma_distribution: str = "schedule"  # training sigmas: "schedule" (uniform on the grid) | "lognormal"
+    p_mean: float = -1.2  # lognormal: mean of ln sigma (Karras et al. 2022, Table 1)
+    p_std: float = 1.2  # lognormal: std of ln sigma
     checkpoint_every: int = 0  # write a checkpoint every k steps (0: only at the end)
     seed: int = 0  # seeds data, init, and every step's draws
     dtype: str = "float32"  # model dtype
@@ -90,6 +96,10 @@ class TrainConfig:
             raise ValueError(f"model must be 'mlp' or 'unet'; got {self.model!r}")
         if self.loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting must be 'none' or 'min_snr'; got {self.loss_weighting!r}")
+        check_choice(self.parametrization, "parametrization", PARAMETRIZATIONS)
+        check_choice(self.sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
+        LogNormalSigmas(self.p_mean, self.p_std)  # validates both
+        Preconditioning(self.parametrization, self.sigma_data)  # validates sigma_data
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -114,6 +124,7 @@ class TrainResult:
     config: TrainConfig
     losses: list = field(default_factory=list)
     seconds: float = 0.0
+    denoiser: object = None  # eps_hat(x, sigma[, y]) for the samplers: ema_model, preconditioned if not eps
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -138,7 +149,8 @@ def loss_weight(sigma, kind: str):
 _BOOKKEEPING = {"checkpoint_every", "steps"}
 # train() arguments stored in every checkpoint and compared on resume (a mismatch is refused)
 _RESUME_ARGS = ("batch_size", "lr", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "ema_decay",
-                "loss_weighting", "label_dropout")
+                "loss_weighting", "label_dropout", "parametrization", "sigma_data", "sigma_distribution",
+                "p_mean", "p_std")
 
 
 def _step_rng(seed: int, step: int, xp):
@@ -159,7 +171,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
           labels=None, label_dropout: float = 0.0, warmup_steps: int = 0, min_lr: float = 0.0,
           weight_decay: float = 0.0, grad_clip: float = 1.0, ema_decay: float | None = 0.999,
           loss_weighting: str = "none", seed: int = 0, checkpoint_path=None,
-          checkpoint_every: int = 0, config: dict | None = None, resume: bool = False):
+          checkpoint_every: int = 0, config: dict | None = None, resume: bool = False,
+          parametrization: str = "eps", sigma_data: float = 0.5, sigma_distribution: str = "schedule",
+          p_mean: float = -1.2, p_std: float = 1.2):
     r"""Train ``model`` to predict eps (Ho et al. 2020, Alg. 1, in sigma space); yield metrics.
 
     Each step draws ``x0`` from ``data`` (rows, uniformly with replacement), ``sigma`` from
@@ -167,6 +181,11 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
 
     .. math:: L = \frac{1}{B D}\sum_b w(\sigma_b)\, \| \hat\epsilon(x_b, \sigma_b, y_b) - \epsilon_b \|^2,
               \qquad \frac{\partial L}{\partial \hat\epsilon_b} = \frac{2 w(\sigma_b)}{B D} (\hat\epsilon_b - \epsilon_b).
+
+    With ``parametrization`` other than ``"eps"`` the network output F is trained on its own target
+    instead, ``L = mean w ||F(c_in x, sigma) - F_target||^2`` (Karras et al. 2022, Eq. 8, unit weight in
+    F-space; :mod:`minidiff.precond`, docs/quality.md §1); ``sigma_distribution="lognormal"`` draws
+    ``ln sigma ~ N(p_mean, p_std^2)`` instead of the schedule's grid.
 
     The gradient goes through ``model.backward``; then the global norm is clipped, Adam(W)
     steps with a warm-up + cosine learning rate, and the EMA is updated.
@@ -209,6 +228,12 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     grad_clip = None if grad_clip is None else check_real(grad_clip, "grad_clip")  # <= 0 or None: off
     ema_decay = None if ema_decay is None else check_real(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
     loss_weighting = check_choice(loss_weighting, "loss_weighting", ("none", "min_snr"))
+    precond = Preconditioning(parametrization, sigma_data)
+    sigma_distribution = check_choice(sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
+    sigma_source = schedule if sigma_distribution == "schedule" else LogNormalSigmas(p_mean, p_std)
+    if loss_weighting != "none" and precond.kind != "eps":
+        raise ValueError(f"loss_weighting={loss_weighting!r} is defined for the eps loss; "
+                         f"parametrization {precond.kind!r} has its own weighting (use 'none')")
     seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # (seed << 32) | step seeds each step
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=0)
     resume = check_bool(resume, "resume")
@@ -226,7 +251,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         raise ValueError("checkpoint_every needs a checkpoint_path")
     train_args = {"batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "min_lr": min_lr,
                   "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay,
-                  "loss_weighting": loss_weighting, "label_dropout": label_dropout}
+                  "loss_weighting": loss_weighting, "label_dropout": label_dropout,
+                  "parametrization": precond.kind, "sigma_data": precond.sigma_data,
+                  "sigma_distribution": sigma_distribution, "p_mean": float(p_mean), "p_std": float(p_std)}
     data = data.astype(model_dtype(model), copy=False)
 
     opt = Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -269,7 +296,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         rng = _step_rng(seed, step, xp)
         idx = rng.integers(0, n, size=batch_size)
         x0 = data[idx]  # (B, ...)
-        sigma = schedule.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
+        sigma = sigma_source.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
         eps = rng.standard_normal(x0.shape, dtype=x0.dtype)
         s = sigma.reshape((batch_size,) + (1,) * (x0.ndim - 1))  # (B,) -> (B, 1, ...)
         x = x0 + s * eps
@@ -280,8 +307,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
                 drop = rng.random(batch_size) < label_dropout
                 y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
-        eps_hat = model(x, sigma, y) if y is not None else model(x, sigma)
-        err = eps_hat - eps  # (B, ...)
+        x_in = precond.model_input(x, sigma)  # x itself unless edm (then c_in x after the model's own scaling)
+        out = model(x_in, sigma, y) if y is not None else model(x_in, sigma)  # F; eps_hat when eps
+        err = out - precond.target(x0, eps, sigma)  # (B, ...); the target is eps itself when eps
         w = loss_weight(s, loss_weighting)
         if w is not None:
             werr = w * err
@@ -405,7 +433,9 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
                 warmup_steps=cfg.warmup_steps, min_lr=cfg.min_lr, weight_decay=cfg.weight_decay,
                 grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, loss_weighting=cfg.loss_weighting,
                 seed=cfg.seed, checkpoint_path=checkpoint_path, checkpoint_every=cfg.checkpoint_every,
-                config=config_dict(cfg), resume=resume)
+                config=config_dict(cfg), resume=resume, parametrization=cfg.parametrization,
+                sigma_data=cfg.sigma_data, sigma_distribution=cfg.sigma_distribution, p_mean=cfg.p_mean,
+                p_std=cfg.p_std)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -439,7 +469,16 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
         ema_model.load_state_dict(model.state_dict())
     ema_model.eval()
     return TrainResult(model=model, ema_model=ema_model, data=data, labels=labels, schedule=schedule,
-                       config=cfg, losses=losses, seconds=time.perf_counter() - t0)
+                       config=cfg, losses=losses, seconds=time.perf_counter() - t0,
+                       denoiser=make_denoiser(ema_model, cfg))
+
+
+def make_denoiser(model, cfg: TrainConfig):
+    """The eps-predictor the samplers take: ``model`` itself for ``parametrization="eps"``, else the model
+    wrapped in :class:`~minidiff.precond.PreconditionedDenoiser`."""
+    if cfg.parametrization == "eps":
+        return model
+    return PreconditionedDenoiser(model, Preconditioning(cfg.parametrization, cfg.sigma_data))
 
 
 def config_dict(cfg: TrainConfig) -> dict:
