@@ -337,8 +337,10 @@ def cross_entropy(logits, y):
 
 from .autoencoder import Autoencoder  # noqa: E402  (a model too: saved and rebuilt by checkpoints)
 from .dit import DiTDenoiser  # noqa: E402  (after _Conditioning and _sigma_inputs, which it uses)
+from .superres import SuperResDenoiser  # noqa: E402
 
-MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder, DiTDenoiser)}
+MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder, DiTDenoiser,
+                                        SuperResDenoiser)}
 
 
 def build_model(kind_or_config, **kwargs):
