@@ -127,3 +127,15 @@ def test_groupnorm_fast_path_matches_the_plain_formula(B, HW, G, per, seed):
     assert np.abs(dx - dx_ref).max() < 1e-10  # r can reach ~1/sqrt(eps) ~ 300 for one-value groups
     assert np.abs(gn.gamma.grad - (dy * xhat).sum(axis=(0, 1, 2))).max() < 1e-10
     assert np.abs(gn.beta.grad - dy.sum(axis=(0, 1, 2))).max() < 1e-12
+
+
+def test_work_buffer_pool_stays_bounded(monkeypatch):
+    from minidiff.nn import layers
+    monkeypatch.setattr(layers, "_SCRATCH", {})
+    monkeypatch.setattr(layers, "_SCRATCH_BYTES", 2400)  # bytes: one or two of the buffers below
+    conv = randomize(Conv2d(1, 1, 3, dtype=F64))
+    for side in range(4, 12):  # eight padded shapes, (side + 2)^2 float64 = 288..1352 bytes each
+        x = rn(1, side, side, 1, seed=side)
+        assert np.abs(conv(x) - conv2d_reference(x, conv.W.data, conv.b.data, 1, 1)).max() < 1e-12
+        assert sum(b.nbytes for b in layers._SCRATCH.values()) <= layers._SCRATCH_BYTES
+    assert len(layers._SCRATCH) <= layers._SCRATCH_MAX

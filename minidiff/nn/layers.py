@@ -344,19 +344,24 @@ def conv2d_reference_backward(x, W, dy, stride: int, padding: int):
 # from this small pool; each is valid only until the next request for the same key, so none is ever
 # returned to a caller or kept as a forward cache. Single-threaded use only.
 _SCRATCH: dict = {}
-_SCRATCH_MAX = 24
+_SCRATCH_MAX = 24  # buffers
+_SCRATCH_BYTES = 1 << 30  # at most 1 GiB held between calls (large sampling batches)
 
 
 def _scratch(xp, tag: str, shape, dtype, border: int = 0):
     """A zero-initialised work buffer for ``(tag, shape, dtype, border)``, reused across calls. Users that
-    pad write only the interior, so a border of width ``border`` stays zero (it is part of the key)."""
+    pad write only the interior, so a border of width ``border`` stays zero (it is part of the key).
+    The least recently used buffers are dropped beyond ``_SCRATCH_MAX`` buffers or ``_SCRATCH_BYTES``
+    (dropping only forgets the pool's reference: a caller still using the buffer keeps it alive)."""
     key = (tag, tuple(shape), str(dtype), xp.__name__, border)
     buf = _SCRATCH.pop(key, None)
     if buf is None:
-        if len(_SCRATCH) >= _SCRATCH_MAX:
-            _SCRATCH.pop(next(iter(_SCRATCH)))  # drop the least recently used
         buf = xp.zeros(shape, dtype=dtype)
-    _SCRATCH[key] = buf  # most recently used last
+    while _SCRATCH and (len(_SCRATCH) >= _SCRATCH_MAX
+                        or sum(b.nbytes for b in _SCRATCH.values()) + buf.nbytes > _SCRATCH_BYTES):
+        _SCRATCH.pop(next(iter(_SCRATCH)))  # drop the least recently used
+    if buf.nbytes <= _SCRATCH_BYTES:
+        _SCRATCH[key] = buf  # most recently used last
     return buf
 
 
