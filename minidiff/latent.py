@@ -129,7 +129,7 @@ def fit_autoencoder(config: AutoencoderConfig | None = None, *, checkpoint_path=
     with ``resume=True`` an existing checkpoint of the same config is loaded instead of training (a cache,
     as :func:`minidiff.training.fit`), and one of a different config is refused with a ValueError.
     ``data`` overrides the config's dataset."""
-    from .training import load_data
+    from .runs import load_data
 
     cfg = config or AutoencoderConfig()
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
