@@ -15,14 +15,15 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import backend
-from ._validate import check_positive_int
+from ._validate import check_choice, check_positive_int
+from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning
 from .nn import build_model, load, save
 from .schedules import Schedule
 from .nn.checkpoint import NonFiniteCheckpointError
 from .training import NonFiniteLossError, _diverged, train
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
-           "restore_run", "save_run"]
+           "restore_run", "save_run", "make_denoiser"]
 
 
 @dataclass
@@ -49,7 +50,12 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW-style decoupled weight decay (0 = plain Adam)
     grad_clip: float = 1.0  # clip the global gradient norm (<= 0 disables)
     ema_decay: float = 0.995  # EMA of the weights, used for sampling
-    loss_weighting: str = "none"  # "none", or "min_snr" (Hang et al. 2023, gamma = 5)
+    loss_weighting: str = "none"  # "none", or "min_snr" (Hang et al. 2023, gamma = 5; eps only)
+    parametrization: str = "eps"  # what the network predicts: eps | x0 | v | edm (minidiff.precond)
+    sigma_data: float = 0.5  # data std per coordinate, for parametrization="edm" (Karras et al. 2022)
+    sigma_distribution: str = "schedule"  # training sigmas: "schedule" (uniform on the grid) | "lognormal"
+    p_mean: float = -1.2  # lognormal: mean of ln sigma (Karras et al. 2022, Table 1)
+    p_std: float = 1.2  # lognormal: std of ln sigma
     checkpoint_every: int = 0  # write a checkpoint every k steps (0: only at the end)
     seed: int = 0  # seeds data, init, and every step's draws
     dtype: str = "float32"  # model dtype
@@ -71,6 +77,10 @@ class TrainConfig:
             raise ValueError(f"model must be 'mlp' or 'unet'; got {self.model!r}")
         if self.loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting must be 'none' or 'min_snr'; got {self.loss_weighting!r}")
+        check_choice(self.parametrization, "parametrization", PARAMETRIZATIONS)
+        check_choice(self.sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
+        LogNormalSigmas(self.p_mean, self.p_std)  # validates both
+        Preconditioning(self.parametrization, self.sigma_data)  # validates sigma_data
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -95,6 +105,7 @@ class TrainResult:
     config: TrainConfig
     losses: list = field(default_factory=list)
     seconds: float = 0.0
+    denoiser: object = None  # eps_hat(x, sigma[, y]) for the samplers: ema_model, preconditioned if not eps
 
 
 def load_data(name_or_path: str, n: int, seed: int, conditional: bool = False):
@@ -172,7 +183,9 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
                 warmup_steps=cfg.warmup_steps, min_lr=cfg.min_lr, weight_decay=cfg.weight_decay,
                 grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, loss_weighting=cfg.loss_weighting,
                 seed=cfg.seed, checkpoint_path=checkpoint_path, checkpoint_every=cfg.checkpoint_every,
-                config=config_dict(cfg), resume=resume)
+                config=config_dict(cfg), resume=resume, parametrization=cfg.parametrization,
+                sigma_data=cfg.sigma_data, sigma_distribution=cfg.sigma_distribution, p_mean=cfg.p_mean,
+                p_std=cfg.p_std)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -206,7 +219,16 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
         ema_model.load_state_dict(model.state_dict())
     ema_model.eval()
     return TrainResult(model=model, ema_model=ema_model, data=data, labels=labels, schedule=schedule,
-                       config=cfg, losses=losses, seconds=time.perf_counter() - t0)
+                       config=cfg, losses=losses, seconds=time.perf_counter() - t0,
+                       denoiser=make_denoiser(ema_model, cfg))
+
+
+def make_denoiser(model, cfg: TrainConfig):
+    """The eps-predictor the samplers take: ``model`` itself for ``parametrization="eps"``, else the model
+    wrapped in :class:`~minidiff.precond.PreconditionedDenoiser` (docs/quality.md §3)."""
+    if cfg.parametrization == "eps":
+        return model
+    return PreconditionedDenoiser(model, Preconditioning(cfg.parametrization, cfg.sigma_data))
 
 
 def config_dict(cfg: TrainConfig) -> dict:
@@ -223,7 +245,8 @@ def config_dict(cfg: TrainConfig) -> dict:
 _BOOKKEEPING = {"checkpoint_every", "steps"}
 # train() arguments stored in every checkpoint and compared on resume (a mismatch is refused)
 _RESUME_ARGS = ("batch_size", "lr", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "ema_decay",
-                "loss_weighting", "label_dropout")
+                "loss_weighting", "label_dropout", "parametrization", "sigma_data", "sigma_distribution",
+                "p_mean", "p_std")
 
 
 def save_run(path, model, opt, ema, config, step, seed, losses, data_shape, train_args):
