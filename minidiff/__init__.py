@@ -29,8 +29,8 @@ from .metrics import (  # noqa: F401
     knn, knn_distances, manifold_distance, memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
 )
 from .nn import (  # noqa: F401
-    EMA, SGD, Adam, AdamW, Checkpoint, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, build_model,
-    clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
+    EMA, SGD, Adam, AdamW, Checkpoint, FeedForward, MLPDenoiser, MultiHeadAttention, NoiseAwareClassifier,
+    TransformerBlock, UNetDenoiser, build_model, clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
 )
 from .nn import load as load_checkpoint, save as save_checkpoint  # noqa: F401
 from .reversal import Reversal, reverse_point_clouds  # noqa: F401
@@ -42,4 +42,5 @@ from .schedules import (  # noqa: F401
     karras_sigmas, linear_betas, log_linear_sigmas, log_snr, scaled_linear_betas, sigmas_from_alpha_bars,
     sigmas_from_betas, timesteps,
 )
+from .text import TextEncoder, Tokenizer  # noqa: F401
 from .training import NonFiniteLossError, TrainConfig, TrainResult, fit, load_data, train  # noqa: F401

@@ -1,0 +1,280 @@
+r"""Multi-head attention and the pre-LN transformer block, with hand-written backward passes.
+
+Scaled dot-product attention (Vaswani et al. 2017, Eq. 1), for queries ``Q (L, d)``, keys ``K (S, d)``
+and values ``V (S, d)``:
+
+    ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V``,
+
+computed per head h on ``Q_h = X W_q[:, h]``, ``K_h = C W_k[:, h]``, ``V_h = C W_v[:, h]`` (head width
+``d = dim / num_heads``), the heads concatenated and projected by ``W_o`` (Vaswani et al. 2017, Sec. 3.2.2,
+multi-head attention). ``C = X`` for self-attention; ``C`` is the text embedding for cross-attention.
+
+All heads of all samples are one batched GEMM over a (B, heads) batch axis: no Python loop over heads.
+The derivation of the forward and backward passes is in docs/attention.md §1-§4; the block is §5.
+
+Layout: sequences are ``(B, L, dim)`` (tokens on the middle axis, features last), so ``Linear`` acts on
+the last axis. A U-Net feature map ``(B, H, W, C)`` (channels-last) is the sequence ``(B, H*W, C)``
+without a copy.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .._validate import check_float_dtype, check_positive_int
+from .layers import LayerNorm, Linear, check_input, make_activation
+from .module import Module
+
+__all__ = ["MultiHeadAttention", "FeedForward", "TransformerBlock"]
+
+# Shifted logits below this are clamped before exp: their weights (< 2e-35 of the row's largest) vanish
+# in the sum, and float32 exp of -87..-103 returns subnormals that x86 processes ~40x slower.
+_LOGIT_FLOOR = -80.0
+
+
+class MultiHeadAttention(Module):
+    r"""Multi-head scaled dot-product attention (Vaswani et al. 2017, Eq. 1 and Sec. 3.2.2).
+
+    Forward, with ``x (B, L, dim)``, ``c (B, S, context_dim)`` (``c = x`` for self-attention), head
+    width ``d = dim / num_heads``, and per head h (docs/attention.md §1-§2):
+
+        ``Q_h = x W_q^h``,  ``K_h = c W_k^h``,  ``V_h = c W_v^h``                   (B, L|S, d)
+        ``S_h = Q_h K_h^T / sqrt(d) + M``                                           (B, L, S)
+        ``P_h = softmax(S_h)`` over the keys (last axis), computed stably
+        ``O_h = P_h V_h``                                                           (B, L, d)
+        ``y = concat_h(O_h) W_o + b_o``                                              (B, L, dim)
+
+    ``M[b, :, j] = -inf`` where ``mask[b, j]`` is False (key padding: that key gets weight exactly 0),
+    else 0. The stable softmax subtracts each row's maximum before ``exp`` (docs/attention.md §2).
+
+    Backward (docs/attention.md §3), with ``dO_h`` from ``to_out``'s backward:
+
+        ``dV_h = P_h^T dO_h``,  ``dP_h = dO_h V_h^T``,
+        ``dS_h = P_h * (dP_h - sum_j(dP_h * P_h))``        (the softmax VJP, row-wise)
+        ``dQ_h = dS_h K_h / sqrt(d)``,  ``dK_h = dS_h^T Q_h / sqrt(d)``,
+
+    and the row sum ``sum_j dP_ij P_ij = dO_i . O_i`` is taken on the (L, d) side rather than the
+    (L, S) side (docs/attention.md §3). ``dx`` collects ``to_q``'s gradient; ``dc`` collects ``to_k`` and
+    ``to_v``'s (for self-attention both add into ``dx``).
+
+    Parameters
+    ----------
+    dim : width of the queries' input ``x`` and of the output.
+    num_heads : number of heads; must divide ``dim``.
+    context_dim : width of the context for cross-attention; ``None`` means keys and values come from
+        inputs of width ``dim`` (self-attention, or cross-attention to a context of width ``dim``).
+    dtype, seed : parameter dtype (float32/float64) and initialisation seed or Generator.
+
+    Submodules ``to_q``, ``to_k``, ``to_v`` (no bias) and ``to_out`` (with bias), as diffusers names them.
+    After a forward pass, :attr:`attention` holds the weights ``P`` as (B, heads, L, S).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4, context_dim=None, dtype="float32", seed=None):
+        self.dim = check_positive_int(dim, "dim")
+        self.num_heads = check_positive_int(num_heads, "num_heads")
+        if self.dim % self.num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim")
+        kv_dim = self.dim if context_dim is None else self.context_dim
+        dt = check_float_dtype(dtype)
+        rng = backend.default_rng(seed)
+        self.head_dim = self.dim // self.num_heads
+        self.to_q = Linear(self.dim, self.dim, bias=False, dtype=dt, seed=rng)
+        self.to_k = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
+        self.to_v = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
+        self.to_out = Linear(self.dim, self.dim, dtype=dt, seed=rng)
+        self._cache = None
+
+    def _heads(self, t):
+        """(B, N, dim) -> (B*heads, N, d): a copy laid out head-major, so each head is one GEMM operand."""
+        B, N, _ = t.shape
+        t = t.reshape(B, N, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, d)
+        return t.reshape(B * self.num_heads, N, self.head_dim)  # copies: (B*heads, N, d)
+
+    def _merge(self, t, B):
+        """(B*heads, N, d) -> (B, N, dim), the inverse of :meth:`_heads`."""
+        _, N, d = t.shape
+        t = t.reshape(B, self.num_heads, N, d).transpose(0, 2, 1, 3)  # (B, N, heads, d)
+        return t.reshape(B, N, self.dim)  # copies: (B, N, dim)
+
+    def forward(self, x, context=None, mask=None):
+        """``x (B, L, dim)``; ``context (B, S, context_dim)`` or None (self-attention); ``mask (B, S)``
+        bool, True = attend. Returns ``y (B, L, dim)``."""
+        xp = backend.get_xp(x)
+        check_input(x, "x", like=self.to_q.W.data, ndim=3, last=self.dim)
+        c = self._check_context(x, context)
+        B, L, _ = x.shape
+        S = c.shape[1]
+        if S == 0:
+            raise ValueError("the context has no key to attend to (S = 0); it needs at least one token")
+        keep = self._check_mask(mask, B, S, x)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        q = self._heads(self.to_q(x))  # (B, L, dim) -> (B*h, L, d)
+        q *= scale  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
+        k = self._heads(self.to_k(c))  # (B*h, S, d)
+        v = self._heads(self.to_v(c))  # (B*h, S, d)
+        s = q @ k.transpose(0, 2, 1)  # (B*h, L, d) @ (B*h, d, S) -> (B*h, L, S)
+        s4 = s.reshape(B, self.num_heads, L, S)  # a view
+        if keep is not None:
+            s4 += xp.where(keep, 0.0, -xp.inf).astype(x.dtype)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
+        s -= s.max(axis=-1, keepdims=True)  # stable softmax: every row's largest logit becomes 0
+        xp.maximum(s, _LOGIT_FLOOR, out=s)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
+        p = xp.exp(s, out=s)
+        if keep is not None:
+            p.reshape(B, self.num_heads, L, S)[...] *= keep[:, None, None, :]  # masked keys: weight exactly 0
+        p /= p.sum(axis=-1, keepdims=True)  # each row of P sums to 1 (the row max contributes exp(0) = 1)
+        o = p @ v  # (B*h, L, S) @ (B*h, S, d) -> (B*h, L, d)
+        self._cache = (q, k, v, p, o, B, context is None)
+        return self.to_out(self._merge(o, B))
+
+    def backward(self, dy):
+        """``dy (B, L, dim)`` -> ``dx``, or ``(dx, dcontext)`` when forward was given a context."""
+        q, k, v, p, o, B, is_self = self._cache
+        scale = 1.0 / math.sqrt(self.head_dim)
+        do = self._heads(self.to_out.backward(dy))  # (B, L, dim) -> (B*h, L, d)
+        dv = p.transpose(0, 2, 1) @ do  # (B*h, S, L) @ (B*h, L, d) -> (B*h, S, d)
+        dp = do @ v.transpose(0, 2, 1)  # (B*h, L, d) @ (B*h, d, S) -> (B*h, L, S)
+        row = (do * o).sum(axis=-1, keepdims=True)  # sum_j dP_ij P_ij = dO_i . O_i: (B*h, L, 1)
+        dp -= row
+        dp *= p  # dS = P * (dP - rowsum(dP * P))
+        dq = dp @ k  # (B*h, L, S) @ (B*h, S, d) -> (B*h, L, d); gradient w.r.t. the scaled Q
+        dq *= scale
+        dk = dp.transpose(0, 2, 1) @ q  # (B*h, S, L) @ (B*h, L, d) -> (B*h, S, d); q already scaled
+        dx = self.to_q.backward(self._merge(dq, B))
+        dc = self.to_k.backward(self._merge(dk, B))
+        dc += self.to_v.backward(self._merge(dv, B))
+        if is_self:
+            dx += dc
+            return dx
+        return dx, dc
+
+    @property
+    def attention(self):
+        """The attention weights ``P`` of the last forward pass, (B, heads, L, S); None before one."""
+        if self._cache is None:
+            return None
+        p, B = self._cache[3], self._cache[5]
+        return p.reshape(B, self.num_heads, p.shape[1], p.shape[2])  # (B*h, L, S) -> (B, h, L, S), a view
+
+    # -- validation ---------------------------------------------------------------------------------
+    def _check_context(self, x, context):
+        kv_dim = self.dim if self.context_dim is None else self.context_dim
+        if context is None:
+            if kv_dim != self.dim:
+                raise ValueError(
+                    f"this attention was built for a context of width {kv_dim} (context_dim); "
+                    "forward needs context=(B, S, context_dim)"
+                )
+            return x
+        check_input(context, "context", like=self.to_k.W.data, ndim=3, last=kv_dim)
+        if context.shape[0] != x.shape[0]:
+            raise ValueError(f"context has batch {context.shape[0]} but x has batch {x.shape[0]}")
+        return context
+
+    @staticmethod
+    def _check_mask(mask, B, S, x):
+        """The key-padding mask as a bool (B, S) array, or None. A row with no True key would leave
+        its queries nothing to attend to (softmax of an empty set): ValueError. One host sync (input
+        validation)."""
+        if mask is None:
+            return None
+        if not hasattr(mask, "dtype") or mask.dtype.kind != "b":
+            raise TypeError(f"mask must be a bool array of shape (B, S) = ({B}, {S}); "
+                            f"got {getattr(mask, 'dtype', type(mask).__name__)}")
+        if tuple(mask.shape) != (B, S):
+            raise ValueError(f"mask must have shape (B, S) = ({B}, {S}); got {tuple(mask.shape)}")
+        if backend.is_cupy_array(mask) != backend.is_cupy_array(x):
+            raise TypeError("mask must live on the same backend (numpy/cupy) as x")
+        empty = ~mask.any(axis=1)
+        if bool(empty.any()):
+            rows = [int(i) for i in backend.to_numpy(backend.get_xp(mask).nonzero(empty)[0])[:5]]
+            raise ValueError(
+                f"mask leaves no key to attend to in batch rows {rows}: every row of mask needs at least "
+                "one True (use a [NULL] token for an empty prompt)"
+            )
+        return mask
+
+
+class FeedForward(Module):
+    r"""The transformer's position-wise MLP (Vaswani et al. 2017, Eq. 2, with GELU in place of ReLU):
+
+        ``y = act(x W_1 + b_1) W_2 + b_2``,  ``W_1 (dim, hidden)``, ``W_2 (hidden, dim)``.
+
+    ``activation`` is 'gelu' (tanh form; the default) or any name in ``ACTIVATIONS``. Backward by the
+    chain rule through the three layers.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", dtype="float32", seed=None):
+        rng = backend.default_rng(seed)
+        self.fc1 = Linear(dim, hidden_dim, dtype=dtype, seed=rng)
+        self.act = make_activation(activation)
+        self.fc2 = Linear(hidden_dim, dim, dtype=dtype, seed=rng)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+    def backward(self, dy):
+        return self.fc1.backward(self.act.backward(self.fc2.backward(dy)))
+
+
+class TransformerBlock(Module):
+    r"""Pre-LN transformer block (Xiong et al. 2020, Fig. 1(b); docs/attention.md §5):
+
+        ``x1 = x  + SelfAttn(LN_1(x), mask)``
+        ``x2 = x1 + CrossAttn(LN_2(x1), context, context_mask)``    (only when ``context_dim`` is given)
+        ``y  = x2 + FF(LN_3(x2))``,   ``FF(h) = GELU(h W_1 + b_1) W_2 + b_2`` (tanh-form GELU)
+
+    Each residual branch sees a normalised input and adds to an un-normalised stream, so the gradient
+    reaches ``x`` through the identity path unscaled (Xiong et al. 2020's argument for pre-LN). Backward:
+
+        ``dx2 = dy + LN_3^T FF^T dy``;  ``dx1 = dx2 + LN_2^T dq``, ``dcontext = dk``  with
+        ``(dq, dk) = CrossAttn^T dx2``;  ``dx = dx1 + LN_1^T SelfAttn^T dx1``
+
+    (``A^T`` = that module's backward). Returns ``dx``, or ``(dx, dcontext)`` for a block with a
+    cross-attention.
+
+    Parameters
+    ----------
+    dim, num_heads : width of the token stream and number of heads (must divide ``dim``).
+    context_dim : width of the cross-attention context (the text embedding); None: no cross-attention.
+    mlp_ratio : the FF hidden width is ``mlp_ratio * dim``.
+    activation : FF non-linearity ('gelu' tanh form by default; 'silu' also works).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 4, context_dim=None, mlp_ratio: int = 4,
+                 activation: str = "gelu", dtype="float32", seed=None):
+        dim = check_positive_int(dim, "dim")
+        mlp_ratio = check_positive_int(mlp_ratio, "mlp_ratio")
+        rng = backend.default_rng(seed)
+        self.dim, self.context_dim = dim, context_dim
+        self.norm1 = LayerNorm(dim, dtype=dtype)
+        self.attn1 = MultiHeadAttention(dim, num_heads, dtype=dtype, seed=rng)
+        self.norm2 = self.attn2 = None
+        if context_dim is not None:
+            self.norm2 = LayerNorm(dim, dtype=dtype)
+            self.attn2 = MultiHeadAttention(dim, num_heads, context_dim=context_dim, dtype=dtype, seed=rng)
+        self.norm3 = LayerNorm(dim, dtype=dtype)
+        self.ff = FeedForward(dim, mlp_ratio * dim, activation=activation, dtype=dtype, seed=rng)
+
+    def forward(self, x, context=None, mask=None, context_mask=None):
+        """``x (B, L, dim)``; ``mask (B, L)`` bool key padding for the self-attention; ``context
+        (B, S, context_dim)`` and ``context_mask (B, S)`` for the cross-attention. Returns (B, L, dim)."""
+        if (context is None) != (self.attn2 is None):
+            raise ValueError("context must be given exactly when the block has a cross-attention "
+                             f"(context_dim={self.context_dim})")
+        if context is None and context_mask is not None:
+            raise ValueError("context_mask was given without a context")
+        h = x + self.attn1(self.norm1(x), mask=mask)
+        if self.attn2 is not None:
+            h += self.attn2(self.norm2(h), context, mask=context_mask)
+        h += self.ff(self.norm3(h))
+        return h
+
+    def backward(self, dy):
+        dh = dy + self.norm3.backward(self.ff.backward(dy))
+        dcontext = None
+        if self.attn2 is not None:
+            dq, dcontext = self.attn2.backward(dh)
+            dh += self.norm2.backward(dq)
+        dx = dh + self.norm1.backward(self.attn1.backward(dh))
+        return dx if dcontext is None else (dx, dcontext)
