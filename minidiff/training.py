@@ -14,9 +14,10 @@ eps that classifier-free guidance needs.
 can plot and tests can stop early, without this module importing matplotlib or tqdm.
 :func:`fit` wraps it with the built-in defaults of :class:`TrainConfig` and a progress bar.
 
-Reproducibility: step ``k`` draws all its randomness from its own generator seeded with
-``(seed, k)``, so a run resumed from a checkpoint written after step ``k`` continues with
-exactly the draws of an uninterrupted run, on either backend.
+Reproducibility: step ``k`` draws all its randomness from stream ``k`` of one counter-based
+generator (:class:`minidiff.backend.CounterRNG`, keyed by ``(seed, k)``), so a run resumed from a
+checkpoint written after step ``k`` continues with exactly the draws of an uninterrupted run, on
+either backend, and no generator state is created per step (docs/backends.md §2).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import backend
-from ._validate import check_array, check_positive_int
+from ._validate import check_array, check_positive_int, trusted_values
 from .nn import EMA, Adam, build_model, clip_grad_norm, load, save, warmup_cosine_lr
 from .schedules import Schedule
 
@@ -131,11 +132,6 @@ def loss_weight(sigma, kind: str):
 _BOOKKEEPING = {"checkpoint_every"}  # config fields that do not change what is trained
 
 
-def _step_rng(seed: int, step: int, xp):
-    # (seed, step) -> a unique int seed for step < 2**32: resumable, and identical on rerun
-    return backend.default_rng((int(seed) << 32) | int(step), xp=xp)
-
-
 def _atomic_checkpoint(path, model, opt, ema, config, step, seed, losses, data_shape):
     save(path, model, optimizer=opt, ema=ema, config=config,
          extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
@@ -222,8 +218,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     model.train()
     t0 = time.perf_counter()
     d = int(math.prod(data.shape[1:]))
+    rng = backend.CounterRNG(seed, xp=xp)  # one generator; step k reads stream (seed, k)
     for step in range(start, steps):
-        rng = _step_rng(seed, step, xp)
+        rng.at(step)
         idx = rng.integers(0, n, size=batch_size)
         x0 = data[idx]  # (B, ...)
         sigma = schedule.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
@@ -237,7 +234,8 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
                 drop = rng.random(batch_size) < label_dropout
                 y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
-        eps_hat = model(x, sigma, y) if y is not None else model(x, sigma)
+        with trusted_values():  # sigma and y come from checked data: skip the per-forward value syncs
+            eps_hat = model(x, sigma, y) if y is not None else model(x, sigma)
         err = eps_hat - eps  # (B, ...)
         w = loss_weight(s, loss_weighting)
         if w is not None:
@@ -247,7 +245,8 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         else:
             loss_t = xp.vdot(err.reshape(-1), err.reshape(-1)) / (batch_size * d)
             grad = err * (2.0 / (batch_size * d))
-        loss = float(loss_t)  # explicit device -> host sync: one scalar per step, for the check and the log
+        # the one device -> host sync of the step (besides clipping's): loss and log-mean sigma together
+        loss, log_sigma = (float(v) for v in backend.to_numpy(xp.stack([loss_t, xp.mean(xp.log(sigma))])))
         if not math.isfinite(loss):
             raise NonFiniteLossError(_diverged("loss", loss, step + 1, checkpoint_path))
 
@@ -263,7 +262,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         losses.append(loss)
 
         metrics = {"step": step + 1, "loss": loss, "grad_norm": gnorm, "lr": opt.lr,
-                   "sigma_mean": float(xp.exp(xp.mean(xp.log(sigma)))),
+                   "sigma_mean": math.exp(log_sigma),
                    "seconds": time.perf_counter() - t0}
         last = step + 1 == steps
         if checkpoint_path and (last or (checkpoint_every and (step + 1) % checkpoint_every == 0)):

@@ -18,7 +18,7 @@ import contextlib
 import math
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int
+from .._validate import check_float_dtype, check_positive_int, values_trusted
 from .module import Module, Parameter
 
 __all__ = [
@@ -457,9 +457,10 @@ class Embedding(Module):
         rng = backend.default_rng(seed)
         self.W = Parameter(_normal(rng, (self.num_embeddings, self.dim), 1.0, dt))
 
-    def check_labels(self, labels, batch=None):
+    def check_labels(self, labels, batch=None, values: bool = True):
         """Validate integer labels of shape (B,) within [0, num_embeddings) before any indexing
-        (CuPy wraps out-of-range indices silently)."""
+        (CuPy wraps out-of-range indices silently). The range check is one device -> host sync
+        (min and max together), skipped with ``values=False`` or inside ``trusted_values()``."""
         if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
             raise TypeError(f"labels must be an integer array of shape (B,); got {getattr(labels, 'dtype', type(labels).__name__)}")
         if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
@@ -467,11 +468,11 @@ class Embedding(Module):
             raise ValueError(f"labels must have shape {want}; got {tuple(labels.shape)}")
         if backend.is_cupy_array(labels) != backend.is_cupy_array(self.W.data):
             raise TypeError("labels must live on the same backend (numpy/cupy) as the parameters")
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= self.num_embeddings):
-            raise ValueError(
-                f"labels must lie in [0, {self.num_embeddings - 1}]; got range "
-                f"[{int(labels.min())}, {int(labels.max())}]"
-            )
+        if values and labels.size and not values_trusted():
+            xp = backend.get_xp(labels)
+            lo, hi = (int(v) for v in backend.to_numpy(xp.stack([labels.min(), labels.max()])))  # one sync
+            if lo < 0 or hi >= self.num_embeddings:
+                raise ValueError(f"labels must lie in [0, {self.num_embeddings - 1}]; got range [{lo}, {hi}]")
         return labels
 
     def forward(self, labels):
@@ -512,13 +513,21 @@ class SigmaEmbedding(Module):
         self.dim = 2 * self.num_frequencies
         K = self.num_frequencies
         ratio = (self.max_frequency / self.min_frequency) ** (1.0 / (K - 1)) if K > 1 else 1.0
-        self._freqs = [self.min_frequency * ratio ** k for k in range(K)]  # Python floats, cast at use
+        self._freqs = [self.min_frequency * ratio ** k for k in range(K)]  # Python floats
+        self._w_cache = {}  # (backend, dtype) -> the (K,) frequency array, built once per backend
+
+    def _frequencies(self, xp, dtype):
+        key = (xp.__name__, str(dtype))
+        w = self._w_cache.get(key)
+        if w is None:  # one host -> device copy per backend and dtype, not one per forward
+            w = self._w_cache[key] = xp.asarray(self._freqs, dtype=dtype)
+        return w
 
     def forward(self, sigma):
         """``sigma``: array (B,) of positive noise levels -> features (B, 2K)."""
         check_input(sigma, "sigma", ndim=1)
         xp = backend.get_xp(sigma)
-        w = xp.asarray(self._freqs, dtype=sigma.dtype)  # (K,)
+        w = self._frequencies(xp, sigma.dtype)  # (K,)
         u = xp.log(sigma)
         wu = u[:, None] * w[None, :]  # (B, 1) * (1, K) -> (B, K)
         self._sigma, self._wu, self._w = sigma, wu, w

@@ -23,7 +23,7 @@ import math
 import numbers
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int, sigma_like
+from .._validate import check_float_dtype, check_positive_int, sigma_like, values_trusted
 from .layers import (
     Conv2d, Downsample, Embedding, GroupNorm, Linear, ResBlock, SigmaEmbedding, SiLU, Upsample,
     check_input, make_activation,
@@ -59,7 +59,7 @@ class _Conditioning:
             return xp.full((B,), self.num_classes, dtype=xp.int64)  # all NULL
         if not hasattr(y, "dtype"):
             y = xp.asarray(y)
-        return self.class_emb.check_labels(y, batch=B)
+        return self.class_emb.check_labels(y, batch=B, values=False)  # the range: once, in class_emb's forward
 
 
 class MLPDenoiser(_Conditioning, Module):
@@ -324,8 +324,10 @@ def _check_class_labels(y, num_classes, B, xp):
         raise TypeError(f"y must be an integer array of shape (B,); got dtype {y.dtype}")
     if y.shape != (B,):
         raise ValueError(f"y must have shape ({B},); got {tuple(y.shape)}")
-    if B and (int(y.min()) < 0 or int(y.max()) >= num_classes):  # check before indexing (CuPy wraps)
-        raise ValueError(f"y must lie in [0, {num_classes - 1}]; got range [{int(y.min())}, {int(y.max())}]")
+    if B and not values_trusted():  # check before indexing (CuPy wraps): min and max in one sync
+        lo, hi = (int(v) for v in backend.to_numpy(xp.stack([y.min(), y.max()])))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"y must lie in [0, {num_classes - 1}]; got range [{lo}, {hi}]")
     return y
 
 
