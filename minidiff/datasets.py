@@ -35,13 +35,22 @@ import math
 import numpy  # host code: glyph rendering and the random rotation of EmbeddedManifold
 
 from . import backend
-from ._validate import check_array, check_positive_int
+from ._validate import check_array, check_choice, check_positive_int, check_real, check_rng
 
 __all__ = [
     "Dataset", "Spiral", "SwissRoll", "TwoMoons", "Circles", "EightGaussians", "Checkerboard",
     "SpiralArms", "SwissRoll3D", "Torus", "Sphere", "EmbeddedManifold", "GlyphDigits",
-    "DATASETS", "get_dataset", "list_datasets",
+    "DATASETS", "NoProjectionError", "get_dataset", "list_datasets",
 ]
+
+
+# Scale parameters (noise, radii, std) are bounded so that samples stay far from float overflow.
+_MAX_SCALE = 1e6
+
+
+class NoProjectionError(NotImplementedError, ValueError):
+    """The data set has no closed-form projection (a NotImplementedError, and a ValueError for the
+    bad-input contract: asking for it is a wrong argument)."""
 
 
 class Dataset:
@@ -61,7 +70,7 @@ class Dataset:
         n = check_positive_int(n, "n")
         if return_labels and self.num_classes is None:
             raise ValueError(f"return_labels=True but data set {self.name!r} is unlabelled")
-        rng = backend.default_rng(rng)
+        rng = check_rng(rng, xp=backend.get_xp())  # the default backend: a generator of the other is a TypeError
         x, y = self._sample(n, rng)
         return (x, y) if return_labels else x
 
@@ -73,12 +82,13 @@ class Dataset:
 
     def project(self, x):
         """Nearest point of the true manifold, shape like ``x``."""
-        raise NotImplementedError(f"data set {self.name!r} has no closed-form projection")
+        raise NoProjectionError(f"data set {self.name!r} has no closed-form projection")
 
     def distance(self, x):
         """Euclidean distance of each row of ``x`` to the true manifold, shape (B,)."""
         if not self.has_projection:
-            raise NotImplementedError(f"data set {self.name!r} has no closed-form projection")
+            raise NoProjectionError(f"data set {self.name!r} has no closed-form projection")
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         diff = (x - self.project(x)).reshape(x.shape[0], -1)  # (B, ...) -> (B, D)
         return xp.sqrt(xp.sum(diff * diff, axis=1))
@@ -140,9 +150,7 @@ class _CurveSet(Dataset):
     shape = (2,)
 
     def __init__(self, pieces, noise=0.0, labelled=False):
-        if not (isinstance(noise, (int, float)) and noise >= 0 and math.isfinite(noise)):
-            raise ValueError(f"noise must be a finite float >= 0; got {noise!r}")
-        self.pieces, self.noise = pieces, float(noise)
+        self.pieces, self.noise = pieces, check_real(noise, "noise", 0.0, _MAX_SCALE)
         self.num_classes = len(pieces) if labelled else None
 
     def _sample(self, n, rng):
@@ -158,7 +166,7 @@ class _CurveSet(Dataset):
         return x, y.astype("int64")
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         best_p, best_d2 = None, None
         for pc in self.pieces:
@@ -237,15 +245,15 @@ class Circles(_CurveSet):
     name = "circles"
 
     def __init__(self, radii=(0.75, 1.5), noise=0.0):
-        radii = tuple(float(r) for r in radii)
-        if not radii or min(radii) <= 0:
-            raise ValueError(f"radii must be a non-empty sequence of floats > 0; got {radii}")
+        if isinstance(radii, (str, bytes)) or not hasattr(radii, "__len__") or len(radii) == 0:
+            raise TypeError(f"radii must be a non-empty sequence of floats in (0, {_MAX_SCALE:g}]; got {radii!r}")
+        radii = tuple(check_real(r, f"radii[{i}]", 0.0, _MAX_SCALE, low_open=True) for i, r in enumerate(radii))
         self.radii = radii
         super().__init__([_arc_piece(0.0, 0.0, r, 0.0, 2 * math.pi) for r in radii], noise,
                          labelled=len(radii) > 1)
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         rho = xp.sqrt(xp.sum(x * x, axis=1, keepdims=True))  # (B, 1)
         # the origin is equidistant from a whole circle: pick the direction (1, 0)
@@ -265,9 +273,7 @@ class EightGaussians(Dataset):
     num_classes = 8
 
     def __init__(self, std=0.1):
-        if not (isinstance(std, (int, float)) and std >= 0):
-            raise ValueError(f"std must be a float >= 0; got {std!r}")
-        self.std = float(std)
+        self.std = check_real(std, "std", 0.0, _MAX_SCALE)
 
     def centres(self, xp):
         a = 2 * math.pi * xp.arange(8) / 8
@@ -279,7 +285,7 @@ class EightGaussians(Dataset):
         return self.centres(xp)[y] + self.std * rng.standard_normal((n, 2)), y.astype("int64")
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         c = self.centres(xp).astype(x.dtype)
         d2 = xp.sum((x[:, None, :] - c[None]) ** 2, axis=2)  # (B, 8)
@@ -305,7 +311,7 @@ class Checkerboard(Dataset):
         return cells[k] + rng.random((n, 2)), None
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         lo = self._cells(xp).astype(x.dtype)  # (8, 2)
         p = xp.clip(x[:, None, :], lo[None], lo[None] + 1.0)  # (B, 8, 2) nearest point of each cell
@@ -322,7 +328,7 @@ class Sphere(Dataset):
 
     def __init__(self, dim=3, radius=1.5):
         self.shape = (check_positive_int(dim, "dim", minimum=2),)
-        self.radius = float(radius)
+        self.radius = check_real(radius, "radius", 0.0, _MAX_SCALE, low_open=True)
 
     def _sample(self, n, rng):
         g = rng.standard_normal((n, self.shape[0]))
@@ -330,7 +336,7 @@ class Sphere(Dataset):
         return self.radius * g / xp.linalg.norm(g, axis=1, keepdims=True), None
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         rho = xp.linalg.norm(x, axis=1, keepdims=True)
         e0 = xp.zeros(self.shape, dtype=x.dtype)
@@ -348,9 +354,11 @@ class Torus(Dataset):
     shape = (3,)
 
     def __init__(self, R=1.5, r=0.5):
-        if not (0 < r < R):
+        R = check_real(R, "R", 0.0, _MAX_SCALE, low_open=True)
+        r = check_real(r, "r", 0.0, _MAX_SCALE, low_open=True)
+        if not r < R:
             raise ValueError(f"need 0 < r < R; got R={R}, r={r}")
-        self.R, self.r = float(R), float(r)
+        self.R, self.r = R, r
 
     def _sample(self, n, rng):
         xp = backend.get_xp()
@@ -359,7 +367,7 @@ class Torus(Dataset):
         return xp.stack([rho * xp.cos(u), rho * xp.sin(u), self.r * xp.sin(v)], axis=1), None
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         rho = xp.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2)
         ex = xp.where(rho > 0, x[:, 0] / xp.where(rho > 0, rho, 1.0), 1.0)
@@ -383,7 +391,7 @@ class SwissRoll3D(Dataset):
 
     def __init__(self, noise=0.0):
         self.curve = SwissRoll()
-        self.noise = float(noise)
+        self.noise = check_real(noise, "noise", 0.0, _MAX_SCALE)
 
     def _sample(self, n, rng):
         xp = backend.get_xp()
@@ -395,7 +403,7 @@ class SwissRoll3D(Dataset):
         return x, None
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         xp = backend.get_xp(x)
         pxz = self.curve.project(xp.ascontiguousarray(x[:, [0, 2]]))
         return xp.stack([pxz[:, 0], xp.clip(x[:, 1], -1.0, 1.0), pxz[:, 1]], axis=1).astype(x.dtype)
@@ -411,6 +419,9 @@ class EmbeddedManifold(Dataset):
 
     def __init__(self, base="spiral", ambient_dim=16, seed=0, **base_kw):
         self.base = get_dataset(base, **base_kw) if isinstance(base, str) else base
+        if not isinstance(self.base, Dataset):
+            raise TypeError(f"base must be a data set name or a Dataset; got {type(base).__name__}")
+        seed = check_positive_int(seed, "seed", minimum=0, maximum=2**32 - 1)
         if len(self.base.shape) != 1:
             raise ValueError("base must be a point-set data set (shape (d,))")
         D = check_positive_int(ambient_dim, "ambient_dim", minimum=self.base.dim)
@@ -430,7 +441,7 @@ class EmbeddedManifold(Dataset):
         return xb @ self.Q(xp)[:d], y  # (n, d) @ (d, D) -> (n, D)
 
     def project(self, x):
-        self._check_x(x)
+        x = self._check_x(x)
         if not self.has_projection:
             return self.base.project(x)  # raises NotImplementedError
         xp = backend.get_xp(x)
@@ -496,12 +507,14 @@ class GlyphDigits(Dataset):
     num_classes = 10
 
     def __init__(self, size=16, max_rotation=12.0, max_scale=0.12, max_shift=0.08):
-        if size not in (16, 28):
+        if isinstance(size, bool) or size not in (16, 28):
             raise ValueError(f"size must be 16 or 28; got {size!r}")
-        self.size = size
+        self.size = int(size)
         self.name = f"glyphs{size}"
         self.shape = (1, size, size)
-        self.max_rotation, self.max_scale, self.max_shift = float(max_rotation), float(max_scale), float(max_shift)
+        self.max_rotation = check_real(max_rotation, "max_rotation", 0.0, 180.0)  # degrees
+        self.max_scale = check_real(max_scale, "max_scale", 0.0, 0.9)  # relative: the glyph keeps its size's sign
+        self.max_shift = check_real(max_shift, "max_shift", 0.0, 1.0)  # fraction of the image
 
     def _sample(self, n, rng):
         base = _render_glyphs(self.size)  # host cache

@@ -18,7 +18,7 @@ import math
 import numbers
 
 from . import backend
-from ._validate import check_array, sigma_like
+from ._validate import check_array, check_host_1d, check_real, check_rng, sigma_like
 
 __all__ = [
     "add_noise_ve",
@@ -42,11 +42,10 @@ __all__ = [
 
 def _alpha_bar_like(alpha_bar, x, name="alpha_bar", allow_one=False):
     """alpha_bar as a float or a (B, 1, ..., 1) array; must lie in (0, 1) ((0, 1] if allow_one)."""
-    ab = sigma_like(alpha_bar, x, name=name)  # shape handling and > 0, finite
-    xp = backend.get_xp(x)
-    too_big = (ab > 1.0) if allow_one else (ab >= 1.0)
-    if bool(xp.any(xp.asarray(too_big))):  # one host sync: input validation only
-        raise ValueError(f"{name} must lie in (0, {'1]' if allow_one else '1)'}")
+    # shape handling, finite, in [1e-300, 1] (alpha_bar = 1e-300 is sigma = 1e150: still a float)
+    ab = sigma_like(alpha_bar, x, name=name, low=1e-300, high=1.0)
+    if not allow_one and bool(backend.get_xp(x).any(backend.get_xp(x).asarray(ab) >= 1.0)):  # host sync: validation
+        raise ValueError(f"{name} must lie in (0, 1)")
     return ab
 
 
@@ -54,18 +53,16 @@ def _alpha_bar_like(alpha_bar, x, name="alpha_bar", allow_one=False):
 def add_noise_ve(x0, sigma, eps):
     r"""VE forward marginal ``x = x0 + sigma * eps`` (Song et al. 2021b, Eq. 31;
     Karras et al. 2022, Eq. 1). ``sigma``: float or (B,)."""
-    check_array(x0, "x0")
-    if eps.shape != x0.shape:
-        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}; got {tuple(eps.shape)}")
+    x0 = check_array(x0, "x0")
+    eps = check_array(eps, "eps", shape=x0.shape, like=x0)
     return x0 + sigma_like(sigma, x0) * eps
 
 
 def add_noise_vp(x0, alpha_bar, eps):
     r"""VP forward marginal ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``
     (Ho et al. 2020, Eq. 4). ``alpha_bar``: float in (0, 1] or (B,)."""
-    check_array(x0, "x0")
-    if eps.shape != x0.shape:
-        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}; got {tuple(eps.shape)}")
+    x0 = check_array(x0, "x0")
+    eps = check_array(eps, "eps", shape=x0.shape, like=x0)
     ab = _alpha_bar_like(alpha_bar, x0, allow_one=True)
     xp = backend.get_xp(x0)
     sqrt = math.sqrt if isinstance(ab, float) else xp.sqrt
@@ -75,6 +72,7 @@ def add_noise_vp(x0, alpha_bar, eps):
 def vp_to_ve(x_vp, alpha_bar):
     r"""``x_ve = x_vp / sqrt(alpha_bar)``: a VP state at alpha_bar is the VE state at
     ``sigma = sqrt((1 - alpha_bar)/alpha_bar)`` (Song et al. 2021a, DDIM, Eq. 14 change of variables)."""
+    x_vp = check_array(x_vp, "x_vp")
     ab = _alpha_bar_like(alpha_bar, x_vp, allow_one=True)
     return x_vp / (math.sqrt(ab) if isinstance(ab, float) else backend.get_xp(x_vp).sqrt(ab))
 
@@ -82,6 +80,7 @@ def vp_to_ve(x_vp, alpha_bar):
 def ve_to_vp(x_ve, sigma):
     r"""``x_vp = x_ve / sqrt(1 + sigma^2)`` (= ``sqrt(alpha_bar) x_ve``, ``alpha_bar = 1/(1 + sigma^2)``).
     ``sigma = 0`` is allowed (then ``x_vp = x_ve``)."""
+    x_ve = check_array(x_ve, "x_ve")
     s = sigma_like(sigma, x_ve, allow_zero=True)
     if isinstance(s, float):
         return x_ve / math.sqrt(1.0 + s * s)
@@ -91,26 +90,34 @@ def ve_to_vp(x_ve, sigma):
 # ----------------------------------------------------------------------------- parametrisations
 def x0_from_eps(x, sigma, eps):
     r"""Tweedie/denoised estimate in VE: ``x0_hat = x - sigma * eps_hat``."""
+    x = check_array(x, "x")
+    eps = check_array(eps, "eps", shape=x.shape, like=x)
     return x - sigma_like(sigma, x) * eps
 
 
 def eps_from_x0(x, sigma, x0):
     r"""``eps = (x - x0) / sigma`` (inverse of :func:`x0_from_eps`)."""
+    x = check_array(x, "x")
+    x0 = check_array(x0, "x0", shape=x.shape, like=x)
     return (x - x0) / sigma_like(sigma, x)
 
 
 def score_from_eps(eps, sigma):
     r"""Score of the VE marginal: ``grad_x log p_sigma(x) = -eps_hat / sigma``
     (Vincent 2011; Song & Ermon 2019)."""
+    eps = check_array(eps, "eps")
     return -eps / sigma_like(sigma, eps)
 
 
 def eps_from_score(score, sigma):
     r"""``eps_hat = -sigma * score`` (inverse of :func:`score_from_eps`)."""
+    score = check_array(score, "score")
     return -sigma_like(sigma, score) * score
 
 
-def _vp_coefs(alpha_bar, like):
+def _vp_coefs(alpha_bar, like, other, names):
+    check_array(like, names[0])
+    check_array(other, names[1], shape=like.shape, like=like)
     ab = _alpha_bar_like(alpha_bar, like, allow_one=True)
     if isinstance(ab, float):
         return math.sqrt(ab), math.sqrt(1.0 - ab)
@@ -121,19 +128,19 @@ def _vp_coefs(alpha_bar, like):
 def v_from_eps(x0, eps, alpha_bar):
     r"""v-prediction target ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0``
     (Salimans & Ho 2022, Progressive Distillation, Sec. 4)."""
-    a, b = _vp_coefs(alpha_bar, x0)
+    a, b = _vp_coefs(alpha_bar, x0, eps, ("x0", "eps"))
     return a * eps - b * x0
 
 
 def eps_from_v(x_vp, v, alpha_bar):
     r"""``eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v`` for a VP state ``x_t``."""
-    a, b = _vp_coefs(alpha_bar, x_vp)
+    a, b = _vp_coefs(alpha_bar, x_vp, v, ("x_vp", "v"))
     return b * x_vp + a * v
 
 
 def x0_from_v(x_vp, v, alpha_bar):
     r"""``x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v`` for a VP state ``x_t``."""
-    a, b = _vp_coefs(alpha_bar, x_vp)
+    a, b = _vp_coefs(alpha_bar, x_vp, v, ("x_vp", "v"))
     return a * x_vp - b * v
 
 
@@ -152,8 +159,11 @@ def ddpm_posterior(alpha_bar_t, alpha_bar_prev):
     arrays (host or device); differences of alpha_bars are formed with ``expm1`` of log
     ratios, so they keep full relative precision near alpha_bar = 1.
     """
+    alpha_bar_t, alpha_bar_prev = (check_array(a, name) if hasattr(a, "shape") and getattr(a, "ndim", 0) > 0
+                                   else check_real(a, name)
+                                   for a, name in ((alpha_bar_t, "alpha_bar_t"), (alpha_bar_prev, "alpha_bar_prev")))
     xp = backend.get_xp(alpha_bar_t, alpha_bar_prev)
-    scalar = all(isinstance(a, numbers.Real) for a in (alpha_bar_t, alpha_bar_prev))
+    scalar = all(isinstance(a, float) for a in (alpha_bar_t, alpha_bar_prev))
     ab_t = xp.asarray(alpha_bar_t, dtype=xp.float64 if scalar else None)
     ab_p = xp.asarray(alpha_bar_prev, dtype=ab_t.dtype)
     if not bool(xp.all(xp.isfinite(ab_t) & xp.isfinite(ab_p))):
@@ -180,13 +190,12 @@ def ddpm_posterior(alpha_bar_t, alpha_bar_prev):
 # ----------------------------------------------------------------------------- step-by-step chains
 def _noise_draws(noise, n_steps, shape, rng, xp, dtype):
     if noise is not None:
+        if not isinstance(noise, (list, tuple)):
+            raise TypeError(f"noise must be a list of arrays (one per step) or None; got {type(noise).__name__}")
         if len(noise) != n_steps:
             raise ValueError(f"noise must hold one array per step ({n_steps}); got {len(noise)}")
-        for i, w in enumerate(noise):
-            if tuple(w.shape) != tuple(shape):
-                raise ValueError(f"noise[{i}] must have shape {tuple(shape)}; got {tuple(w.shape)}")
-        return noise
-    rng = backend.default_rng(rng, xp=xp)
+        return [check_array(w, f"noise[{i}]", shape=shape) for i, w in enumerate(noise)]
+    rng = check_rng(rng, xp=xp)
     return (rng.standard_normal(shape, dtype=dtype) for _ in range(n_steps))
 
 
@@ -200,10 +209,8 @@ def random_walk(x0, sigmas, rng=None, noise=None):
     ``x_t ~ N(x0, s_t^2 I)`` with ``s_t^2 = sum_{u<=t} sigma_u^2``
     (:func:`random_walk_marginal_std`).
     """
-    check_array(x0, "x0")
-    steps = [float(s) for s in backend.to_numpy(sigmas).reshape(-1)]  # host floats, once
-    if not steps or any(not (s > 0.0 and math.isfinite(s)) for s in steps):
-        raise ValueError("sigmas must be a non-empty sequence of finite values > 0")
+    x0 = check_array(x0, "x0")
+    steps = check_host_1d(sigmas, "sigmas", 0.0, low_open=True).tolist()  # host floats, once
     xp = backend.get_xp(x0)
     traj = xp.empty((len(steps) + 1,) + tuple(x0.shape), dtype=x0.dtype)
     traj[0] = x0
@@ -215,7 +222,7 @@ def random_walk(x0, sigmas, rng=None, noise=None):
 def random_walk_marginal_std(sigmas):
     r"""``s_t = sqrt(sum_{u<=t} sigma_u^2)``, t = 0..T (s_0 = 0): the std of the random walk's
     marginal ``x_t ~ N(x0, s_t^2 I)`` (sum of independent Gaussians). Host float64 array."""
-    steps = backend.to_numpy(sigmas).astype("float64").reshape(-1)
+    steps = check_host_1d(sigmas, "sigmas", 0.0)
     xp = backend.get_xp(steps)
     return xp.sqrt(xp.concatenate((xp.zeros(1), xp.cumsum(steps**2))))
 
@@ -229,10 +236,8 @@ def vp_chain(x0, betas, rng=None, noise=None):
     trajectory, shape (T + 1, N, ...). Closed-form marginal (Eq. 4):
     ``x_t ~ N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)`` (:func:`vp_chain_marginal`).
     """
-    check_array(x0, "x0")
-    bs = [float(b) for b in backend.to_numpy(betas).reshape(-1)]
-    if not bs or any(not (0.0 < b < 1.0) for b in bs):
-        raise ValueError("betas must be a non-empty sequence of values in (0, 1)")
+    x0 = check_array(x0, "x0")
+    bs = check_host_1d(betas, "betas", 0.0, 1.0, low_open=True, high_open=True).tolist()
     xp = backend.get_xp(x0)
     traj = xp.empty((len(bs) + 1,) + tuple(x0.shape), dtype=x0.dtype)
     traj[0] = x0
@@ -245,9 +250,7 @@ def vp_chain_marginal(betas):
     r"""``(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t))`` for t = 0..T (t = 0: (1, 0)): mean
     coefficient and std of the VP chain's marginal, from ``alpha_bar_t = prod_{s<=t}(1 - beta_s)``
     computed with log1p/expm1. Host float64 arrays of length T + 1."""
-    bs = backend.to_numpy(betas).astype("float64").reshape(-1)
+    bs = check_host_1d(betas, "betas", 0.0, 1.0, low_open=True, high_open=True)
     xp = backend.get_xp(bs)
-    if bs.size == 0 or bool(xp.any((bs <= 0.0) | (bs >= 1.0))):
-        raise ValueError("betas must be a non-empty sequence of values in (0, 1)")
     log_ab = xp.concatenate((xp.zeros(1), xp.cumsum(xp.log1p(-bs))))
     return xp.exp(0.5 * log_ab), xp.sqrt(-xp.expm1(log_ab))

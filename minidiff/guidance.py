@@ -15,18 +15,16 @@ from __future__ import annotations
 import numbers
 
 from . import backend
-from ._validate import check_real, sigma_like
+from ._validate import INT_MAX, check_callable, check_int, check_labels, check_real, sigma_like
 
 __all__ = ["classifier_free", "classifier_guidance"]
 
 
-def _check_labels(y, name="y"):
-    if not hasattr(y, "dtype") or not hasattr(y, "shape"):
-        raise TypeError(f"{name} must be an integer array of shape (B,); got {type(y).__name__}")
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"{name} must have an integer dtype; got {y.dtype}")
-    if y.ndim != 1 or y.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (B,) with B >= 1; got {tuple(y.shape)}")
+def _check_labels(y, owner):
+    """Labels (B,) with B >= 1, within the owner's classes when it says how many it has."""
+    y = check_labels(y, "y", int(getattr(owner, "num_classes", None) or INT_MAX))
+    if y.shape[0] < 1:
+        raise ValueError("y must have shape (B,) with B >= 1; got (0,)")
     return y
 
 
@@ -56,17 +54,14 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
     -------
     denoiser ``(x, sigma) -> eps`` with x of shape (B, ...).
     """
-    if not callable(cond_denoiser):
-        raise TypeError(f"cond_denoiser must be callable; got {type(cond_denoiser).__name__}")
-    y = _check_labels(y)
+    check_callable(cond_denoiser, "cond_denoiser")
+    y = _check_labels(y, cond_denoiser)
     w = check_real(w, "w")
     if null_label is None:
         null_label = getattr(cond_denoiser, "num_classes", None)
         if null_label is None:
             raise ValueError("null_label must be given when cond_denoiser has no num_classes attribute")
-    if isinstance(null_label, bool) or not isinstance(null_label, numbers.Integral) or null_label < 0:
-        raise ValueError(f"null_label must be an integer >= 0; got {null_label!r}")
-    null_label = int(null_label)
+    null_label = check_int(null_label, "null_label", minimum=0)
     xp = backend.get_xp(y)
     labels = xp.concatenate([y, xp.full(y.shape, null_label, dtype=y.dtype)])  # (B,) + (B,) -> (2B,)
 
@@ -104,11 +99,10 @@ def classifier_guidance(denoiser, classifier, y, scale):
     y : int array (B,), the target class of each row.
     scale : guidance scale, a finite float.
     """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable; got {type(denoiser).__name__}")
+    check_callable(denoiser, "denoiser")
     if not callable(getattr(classifier, "grad_log_prob", None)):
         raise TypeError("classifier must have a grad_log_prob(x, sigma, y) method")
-    y = _check_labels(y)
+    y = _check_labels(y, classifier)
     scale = check_real(scale, "scale")
 
     def guided(x, sigma):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from . import backend
-from ._validate import check_array, check_positive_int
+from ._validate import check_array, check_positive_int, check_real, check_rng
 
 __all__ = ["manifold_distance", "knn", "knn_distances", "memorization_rate", "sliced_wasserstein",
            "mmd_rbf", "precision_recall"]
@@ -26,7 +26,7 @@ _CHUNK = 1024
 
 
 def _flat(a, name):
-    check_array(a, name)
+    a = check_array(a, name)
     if a.ndim < 2 or a.shape[0] == 0:
         raise ValueError(f"{name} must have shape (N, ...) with N >= 1; got shape {tuple(a.shape)}")
     return a.reshape(a.shape[0], -1)  # (N, ...) -> (N, D)
@@ -54,9 +54,15 @@ def manifold_distance(x, dataset):
     Returns dict(mean, median, rms, q90, max) as floats. Raises NotImplementedError for data
     sets without a closed-form projection (``dataset.has_projection`` False).
     """
-    check_array(x, "x")
-    if not getattr(dataset, "has_projection", False):
-        raise NotImplementedError(f"dataset {getattr(dataset, 'name', dataset)!r} has no projection")
+    from .datasets import Dataset, NoProjectionError, get_dataset  # host module, imported on use
+
+    x = check_array(x, "x")
+    if isinstance(dataset, str):
+        dataset = get_dataset(dataset)
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a minidiff data set or its name; got {type(dataset).__name__}")
+    if not dataset.has_projection:
+        raise NoProjectionError(f"data set {dataset.name!r} has no closed-form projection")
     d = dataset.distance(x)
     xp = backend.get_xp(d)
     return {"mean": float(d.mean()), "median": float(xp.median(d)), "rms": float(xp.sqrt((d * d).mean())),
@@ -111,8 +117,7 @@ def memorization_rate(samples, train, ratio=1.0 / 3.0, chunk_size=_CHUNK):
     d1 < ratio * d2 (default ratio 1/3). A sample copied from the training set has d1 = 0;
     a genuinely new sample in a densely covered region has d1 ~ d2. Needs >= 2 training points.
     """
-    if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
-        raise ValueError(f"ratio must be a float in (0, 1]; got {ratio!r}")
+    ratio = check_real(ratio, "ratio", 0.0, 1.0, low_open=True)
     d = knn_distances(samples, train, k=2, chunk_size=chunk_size)  # (B, 2)
     return float((d[:, 0] < ratio * d[:, 1]).mean())
 
@@ -144,9 +149,9 @@ def sliced_wasserstein(a, b, n_projections=128, rng=None, p=2, chunk_size=64):
     a, b, xp = _pair(a, b, "a", "b")
     n_projections = check_positive_int(n_projections, "n_projections")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    if p not in (1, 2):
+    if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2; got {p!r}")
-    rng = backend.default_rng(rng, xp=xp)
+    rng = check_rng(rng, xp=xp)
     theta = xp.asarray(rng.standard_normal((n_projections, a.shape[1])), dtype=a.dtype)  # (P, D)
     theta /= xp.sqrt((theta * theta).sum(axis=1, keepdims=True))
     total = 0.0
@@ -180,9 +185,8 @@ def mmd_rbf(a, b, bandwidth=None, chunk_size=_CHUNK):
     if bandwidth is None:
         h = _median_bandwidth(a, b, xp)
     else:
-        h = float(bandwidth)
-        if not (h > 0 and math.isfinite(h)):
-            raise ValueError(f"bandwidth must be a finite float > 0 or None; got {bandwidth!r}")
+        h = check_real(bandwidth, "bandwidth", 1e-150, 1e150)  # 1 / (2 h^2) stays a finite float
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     gamma = 1.0 / (2.0 * h * h)
 
     def mean_k(x, y):

@@ -39,12 +39,13 @@ dtype (float32 or float64); the loop makes no host/device copies.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from . import backend
-from ._validate import check_array, sigma_like
+from ._validate import (
+    SIGMA_MAX, SIGMA_MIN, check_array, check_callable, check_choice, check_host_1d, check_real, check_rng, sigma_like,
+)
 
 __all__ = [
     "METHODS",
@@ -111,7 +112,8 @@ def denoise_once(denoiser, x, sigma):
     returns a blurry average of the data (for the ideal denoiser, a weighted mean of the
     training set), not a sample. ``sigma`` is a float or one level per sample, shape (B,).
     """
-    check_array(x, "x")
+    check_callable(denoiser, "denoiser")
+    x = check_array(x, "x")
     s = sigma_like(sigma, x)
     eps_hat = _call(denoiser, x, sigma)
     return x - s * eps_hat
@@ -128,20 +130,11 @@ def _call(denoiser, x, sigma):
 
 
 def _host_sigmas(sigmas) -> list[float]:
-    """Validated Python floats: 1-D, length >= 2, finite, > 0 except the last (>= 0), strictly decreasing."""
-    try:
-        host = backend.to_numpy(sigmas)  # the one host copy of the grid (device -> host if CuPy)
-    except Exception as exc:
-        raise TypeError(f"sigmas must be a 1-D sequence of floats; got {type(sigmas).__name__}") from exc
-    if host.ndim != 1 or host.shape[0] < 2:
-        raise ValueError(f"sigmas must be 1-D with at least 2 entries; got shape {tuple(host.shape)}")
-    if host.dtype.kind not in "fiu":
-        raise TypeError(f"sigmas must hold real numbers; got dtype {host.dtype}")
-    s = [float(v) for v in host.tolist()]
-    if not all(math.isfinite(v) for v in s):
-        raise ValueError("sigmas must be finite")
-    if any(v <= 0 for v in s[:-1]) or s[-1] < 0:
-        raise ValueError("sigmas must be > 0 (the last entry may be 0)")
+    """Validated Python floats: 1-D, length >= 2, strictly decreasing, in [SIGMA_MIN, SIGMA_MAX] except
+    the last entry, which may also be 0."""
+    s = check_host_1d(sigmas, "sigmas", 0.0, SIGMA_MAX, min_len=2).tolist()  # the one host copy of the grid
+    if any(v < SIGMA_MIN for v in s[:-1]) or 0.0 < s[-1] < SIGMA_MIN:
+        raise ValueError(f"sigmas must be >= {SIGMA_MIN:g} (the last entry may be 0)")
     if any(b >= a for a, b in zip(s[:-1], s[1:])):
         raise ValueError("sigmas must be strictly decreasing")
     return s
@@ -149,13 +142,9 @@ def _host_sigmas(sigmas) -> list[float]:
 
 def _resolve_method(method, gamma, mu):
     """(kind, gamma, mu) with kind in {'family', 'heun', 'dpmpp_2m', 'reverse_sde'}."""
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a str, one of {METHODS}; got {type(method).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    for name, v in (("gamma", gamma), ("mu", mu)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
-            raise TypeError(f"{name} must be a real number or None; got {type(v).__name__}")
+    check_choice(method, "method", METHODS)
+    gamma = None if gamma is None else check_real(gamma, "gamma")
+    mu = None if mu is None else check_real(mu, "mu")
     if method == "family":
         gamma = 1.0 if gamma is None else float(gamma)
         mu = 0.0 if mu is None else float(mu)
@@ -173,10 +162,8 @@ def _resolve_method(method, gamma, mu):
             if v is not None:
                 raise ValueError(f"{name} is only used by the family methods; method={method!r} takes no {name}")
         return method, None, None
-    if not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be finite and > 0; got {gamma}")
-    if not (0.0 <= mu < 1.0):
-        raise ValueError(f"mu must lie in [0, 1); got {mu}")
+    gamma = check_real(gamma, "gamma", 0.0, 1e6, low_open=True)
+    mu = check_real(mu, "mu", 0.0, 1.0, high_open=True)
     return "family", gamma, mu
 
 
@@ -229,22 +216,17 @@ def iter_sample(denoiser, sigmas, x, *, method="family", gamma=None, mu=None, rn
     ------
     SamplerState(step, x, x0_hat, sigma, nfe) after each step.
     """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable; got {type(denoiser).__name__}")
+    check_callable(denoiser, "denoiser")
     sig = _host_sigmas(sigmas)
-    check_array(x, "x")
+    x = check_array(x, "x")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (B, ...) with B >= 1; got {tuple(x.shape)}")
     kind, gamma, mu = _resolve_method(method, gamma, mu)
-    if final_step not in FINAL_STEPS:
+    if not (final_step is None or isinstance(final_step, str)) or final_step not in FINAL_STEPS:
         raise ValueError(f"final_step must be one of {FINAL_STEPS}; got {final_step!r}")
     if final_step is not None and kind != "family":
         raise ValueError(f"final_step={final_step!r} applies to the family methods only; method={method!r}")
-    if isinstance(final_noise, bool) or not isinstance(final_noise, numbers.Real):
-        raise TypeError(f"final_noise must be a float >= 0; got {type(final_noise).__name__}")
-    final_noise = float(final_noise)
-    if not (math.isfinite(final_noise) and final_noise >= 0):
-        raise ValueError(f"final_noise must be finite and >= 0; got {final_noise}")
+    final_noise = check_real(final_noise, "final_noise", 0.0, SIGMA_MAX)
 
     xp = backend.get_xp(x)
     n_draws = _n_noisy_steps(kind, mu, sig, final_step) + (1 if final_noise > 0 else 0)
@@ -272,7 +254,7 @@ def sample(denoiser, sigmas, x, **kwargs):
 def _noise_source(noise, n_draws, x, xp, rng):
     """A function returning the next Gaussian draw shaped like x (from ``noise`` or ``rng``)."""
     if noise is None:
-        gen = backend.default_rng(rng, xp=xp) if n_draws else None
+        gen = check_rng(rng, xp=xp)
 
         def draw():
             return gen.standard_normal(x.shape, dtype=x.dtype)
@@ -281,9 +263,8 @@ def _noise_source(noise, n_draws, x, xp, rng):
         raise TypeError(f"noise must be a list of arrays (one per noisy step) or None; got {type(noise).__name__}")
     if len(noise) != n_draws:
         raise ValueError(f"noise must hold {n_draws} arrays (one per step that injects noise); got {len(noise)}")
+    noise = [check_array(w, f"noise[{i}]", shape=x.shape) for i, w in enumerate(noise)]
     for i, w in enumerate(noise):
-        if getattr(w, "shape", None) != x.shape:
-            raise ValueError(f"noise[{i}] must have the shape of x {tuple(x.shape)}; got {getattr(w, 'shape', None)}")
         if backend.is_cupy_array(w) != backend.is_cupy_array(x):
             raise TypeError(f"noise[{i}] must live on the same backend as x")
     it = iter(noise)
@@ -391,24 +372,23 @@ def _run_reverse_sde(denoiser, sig, x, draw):
 # --------------------------------------------------------------------------------------------
 
 def _vp_setup(eps_model_vp, alpha_bars, timesteps, x_T):
-    if not callable(eps_model_vp):
-        raise TypeError(f"eps_model_vp must be callable; got {type(eps_model_vp).__name__}")
-    check_array(x_T, "x_T")
-    ab = backend.to_numpy(alpha_bars)  # host copy of the schedule, once
-    if ab.ndim != 1 or ab.dtype.kind != "f":
-        raise ValueError(f"alpha_bars must be a 1-D float array; got shape {tuple(ab.shape)}, dtype {ab.dtype}")
-    ab = [float(v) for v in ab.tolist()]
-    if not all(0.0 < v < 1.0 for v in ab):
-        raise ValueError("alpha_bars must lie in (0, 1)")
+    check_callable(eps_model_vp, "eps_model_vp")
+    x_T = check_array(x_T, "x_T")
+    # host copy of the schedule, once; alpha_bar >= 1e-300 keeps 1/sqrt(alpha_bar) a float
+    ab = check_host_1d(alpha_bars, "alpha_bars", 1e-300, 1.0, high_open=True).tolist()
+    if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__len__"):
+        raise TypeError(f"timesteps must be a 1-D integer array; got {type(timesteps).__name__}")
     ts = backend.to_numpy(timesteps)  # host copy of the integer grid, once
-    if ts.ndim != 1 or ts.shape[0] < 1 or ts.dtype.kind not in "iu":
-        raise ValueError(f"timesteps must be a non-empty 1-D integer array; got shape {tuple(ts.shape)}, dtype {ts.dtype}")
+    if ts.dtype.kind not in "iu":
+        raise TypeError(f"timesteps must be a 1-D integer array; got dtype {ts.dtype}")
+    if ts.ndim != 1 or ts.shape[0] < 1:
+        raise ValueError(f"timesteps must be a non-empty 1-D integer array; got shape {tuple(ts.shape)}")
     ts = [int(t) for t in ts.tolist()]
     if any(t < 0 or t >= len(ab) for t in ts):  # check before indexing
         raise ValueError(f"timesteps must lie in [0, {len(ab) - 1}]")
     if any(b >= a for a, b in zip(ts[:-1], ts[1:])):
         raise ValueError("timesteps must be strictly decreasing")
-    return ab, ts
+    return ab, ts, x_T
 
 
 def ddpm_ancestral_vp(eps_model_vp, alpha_bars, timesteps, x_T, rng=None, noise=None):
@@ -425,7 +405,7 @@ def ddpm_ancestral_vp(eps_model_vp, alpha_bars, timesteps, x_T, rng=None, noise=
     ``noise``: optional list of N - 1 arrays (the z's); otherwise drawn from ``rng``.
     Returns x_0.
     """
-    ab, ts = _vp_setup(eps_model_vp, alpha_bars, timesteps, x_T)
+    ab, ts, x_T = _vp_setup(eps_model_vp, alpha_bars, timesteps, x_T)
     xp = backend.get_xp(x_T)
     draw = _noise_source(noise, len(ts) - 1, x_T, xp, rng)
     x = x_T
@@ -453,10 +433,8 @@ def ddim_vp(eps_model_vp, alpha_bars, timesteps, x_T, eta=0.0, rng=None, noise=N
     deterministic; eta = 1 is DDPM with the posterior variance. ``noise``: optional list of
     N - 1 arrays when eta > 0 (none when eta = 0). Returns x_0.
     """
-    ab, ts = _vp_setup(eps_model_vp, alpha_bars, timesteps, x_T)
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not (0.0 <= float(eta) <= 1.0):
-        raise ValueError(f"eta must be a float in [0, 1]; got {eta!r}")
-    eta = float(eta)
+    ab, ts, x_T = _vp_setup(eps_model_vp, alpha_bars, timesteps, x_T)
+    eta = check_real(eta, "eta", 0.0, 1.0)
     xp = backend.get_xp(x_T)
     draw = _noise_source(noise, (len(ts) - 1) if eta > 0 else 0, x_T, xp, rng)
     x = x_T

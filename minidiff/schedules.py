@@ -14,13 +14,15 @@ the inclusive product ``prod_{s<=t} (1 - beta_s)``; VE noise level
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np  # host-only module: schedules are float64 host math (see docstring)
 
 from . import backend
-from ._validate import check_positive_int, check_real
+from ._validate import (
+    SIGMA_MAX, SIGMA_MIN, check_bool, check_choice, check_float_dtype, check_host_1d, check_int, check_positive_int,
+    check_real, check_rng,
+)
 
 __all__ = [
     "linear_betas",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 SPACINGS = ("leading", "trailing", "linspace")
+MAX_T = 10**6  # longest grid accepted (T, n, steps): 8 MB of float64
 
 
 class ScheduleWarning(UserWarning):
@@ -49,36 +52,21 @@ class ScheduleWarning(UserWarning):
 
 # ----------------------------------------------------------------------------- checks
 def _beta_range(beta_start, beta_end):
-    beta_start, beta_end = check_real(beta_start, "beta_start"), check_real(beta_end, "beta_end")
-    for name, b in (("beta_start", beta_start), ("beta_end", beta_end)):
-        if not 0.0 < b < 1.0:
-            raise ValueError(f"{name} must lie in (0, 1); got {b}")
-    return beta_start, beta_end
+    return (check_real(beta_start, "beta_start", 0.0, 1.0, low_open=True, high_open=True),
+            check_real(beta_end, "beta_end", 0.0, 1.0, low_open=True, high_open=True))
 
 
 def _sigma_range(sigma_min, sigma_max):
-    sigma_min, sigma_max = check_real(sigma_min, "sigma_min"), check_real(sigma_max, "sigma_max")
-    if sigma_min <= 0.0:
-        raise ValueError(f"sigma_min must be > 0; got {sigma_min}")
+    sigma_min = check_real(sigma_min, "sigma_min", SIGMA_MIN, SIGMA_MAX)
+    sigma_max = check_real(sigma_max, "sigma_max", SIGMA_MIN, SIGMA_MAX)
     if sigma_min >= sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
     return sigma_min, sigma_max
 
 
 def _host_1d(values, name):
-    """A 1-D float64 host array from a list/NumPy/CuPy array; rejects ints, NaN and empties."""
-    if backend.is_cupy_array(values):
-        values = values.get()  # explicit device -> host copy: schedule math is host math
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "f":
-        if arr.dtype.kind in "iub" or arr.dtype == object:
-            raise TypeError(f"{name} must be a floating array; got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return arr
+    """A 1-D float64 host array (a copy) from a list/NumPy/CuPy array; rejects bools, complex, NaN, empties."""
+    return check_host_1d(values, name)
 
 
 def _check_betas(betas):
@@ -101,7 +89,7 @@ def _check_alpha_bars(ab):
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     r"""Linear schedule of Ho et al. 2020 (Sec. 4): ``beta_t = linspace(beta_start, beta_end, T)``,
     both ends included. Returns float64, shape (T,)."""
-    T = check_positive_int(T, "T")
+    T = check_positive_int(T, "T", maximum=MAX_T)
     beta_start, beta_end = _beta_range(beta_start, beta_end)
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
@@ -109,7 +97,7 @@ def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 def scaled_linear_betas(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
     r"""Scaled-linear schedule (Rombach et al. 2022, Stable Diffusion):
     ``beta_t = linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2``. float64, shape (T,)."""
-    T = check_positive_int(T, "T")
+    T = check_positive_int(T, "T", maximum=MAX_T)
     beta_start, beta_end = _beta_range(beta_start, beta_end)
     return np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=np.float64) ** 2
 
@@ -123,13 +111,9 @@ def cosine_betas(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> np
     ``f(0) != 1``, so ``alpha_bar_0 = f(1/T)/f(0)`` (the telescoped ratio). For T = 1000 only
     the last beta is clipped (``f(1) = 0``), which makes ``sigma_max`` about 2.03e4.
     """
-    T = check_positive_int(T, "T")
-    s = check_real(s, "s")
-    if s < 0.0:
-        raise ValueError(f"s must be >= 0; got {s}")
-    max_beta = check_real(max_beta, "max_beta")
-    if not 0.0 < max_beta < 1.0:
-        raise ValueError(f"max_beta must lie in (0, 1); got {max_beta}")
+    T = check_positive_int(T, "T", maximum=MAX_T)
+    s = check_real(s, "s", 0.0, 1.0)
+    max_beta = check_real(max_beta, "max_beta", 0.0, 1.0, low_open=True, high_open=True)
     u = np.arange(T + 1, dtype=np.float64) / T
     f = np.cos((u + s) / (1.0 + s) * (math.pi / 2.0)) ** 2  # (T+1,)
     beta = 1.0 - f[1:] / f[:-1]
@@ -189,7 +173,7 @@ def log_snr(alpha_bar) -> np.ndarray:
 def log_linear_sigmas(n: int, sigma_min: float, sigma_max: float) -> np.ndarray:
     r"""Log-linear grid, decreasing: ``sigma_i = sigma_max (sigma_min/sigma_max)^{i/(n-1)}``,
     i = 0..n-1 (consecutive ratios constant; the grid Permenter & Yuan 2024 sample on)."""
-    n = check_positive_int(n, "n", minimum=2)
+    n = check_positive_int(n, "n", minimum=2, maximum=MAX_T)
     sigma_min, sigma_max = _sigma_range(sigma_min, sigma_max)
     grid = np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), n))
     grid[0], grid[-1] = sigma_max, sigma_min  # exact endpoints
@@ -202,11 +186,9 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     .. math:: \sigma_i = \Big(\sigma_{max}^{1/\rho} + \tfrac{i}{n-1}
               \big(\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho}\big)\Big)^{\rho},\quad i = 0..n-1.
     """
-    n = check_positive_int(n, "n", minimum=2)
+    n = check_positive_int(n, "n", minimum=2, maximum=MAX_T)
     sigma_min, sigma_max = _sigma_range(sigma_min, sigma_max)
-    rho = check_real(rho, "rho")
-    if rho <= 0.0:
-        raise ValueError(f"rho must be > 0; got {rho}")
+    rho = check_real(rho, "rho", 0.1, 100.0)  # sigma_max^(1/rho) stays a float for sigma_max <= 1e15
     a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
     grid = (a + np.arange(n, dtype=np.float64) / (n - 1) * (b - a)) ** rho
     grid[0], grid[-1] = sigma_max, sigma_min
@@ -223,14 +205,10 @@ def timesteps(n_steps: int, T: int = 1000, spacing: str = "leading", offset: int
 
     Rounding is round-half-to-even (``np.round``). Requires ``1 <= n_steps <= T``.
     """
-    T = check_positive_int(T, "T")
-    n_steps = check_positive_int(n_steps, "n_steps")
-    if n_steps > T:
-        raise ValueError(f"n_steps must be <= T = {T}; got {n_steps}")
-    if not isinstance(spacing, str) or spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}; got {spacing!r}")
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Integral):
-        raise TypeError(f"offset must be an integer; got {type(offset).__name__}")
+    T = check_positive_int(T, "T", maximum=MAX_T)
+    n_steps = check_positive_int(n_steps, "n_steps", maximum=T)
+    spacing = check_choice(spacing, "spacing", SPACINGS)
+    offset = check_int(offset, "offset", minimum=0, maximum=T - 1)
     if spacing == "leading":
         ts = np.arange(n_steps, dtype=np.int64) * (T // n_steps) + int(offset)
         ts = ts[::-1]
@@ -266,13 +244,13 @@ class Schedule:
     """
 
     def __init__(self, sigmas, name: str = "custom"):
-        grid = _host_1d(sigmas, "sigmas")
-        if np.any(grid <= 0.0):
-            raise ValueError("sigmas must be > 0")
+        grid = check_host_1d(sigmas, "sigmas", SIGMA_MIN, SIGMA_MAX)
         if grid.size < 2 or np.any(np.diff(grid) <= 0.0):
             raise ValueError("sigmas must be strictly increasing (training index t = 0..T-1) with T >= 2")
         self.sigmas = grid
-        self.name = str(name)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str; got {type(name).__name__}")
+        self.name = name
         self._device_grids = {}  # array-module name -> the grid on that backend (built on first draw)
 
     # constructors ------------------------------------------------------------------
@@ -306,8 +284,7 @@ class Schedule:
         """``Schedule.from_name('cosine', T=500)``; the names of the constructors above."""
         makers = {"linear": cls.linear, "scaled_linear": cls.scaled_linear, "cosine": cls.cosine,
                   "log_linear": cls.log_linear, "karras": cls.karras}
-        if name not in makers:
-            raise ValueError(f"schedule name must be one of {sorted(makers)}; got {name!r}")
+        check_choice(name, "schedule name", sorted(makers))
         return makers[name](**kwargs)
 
     # properties --------------------------------------------------------------------
@@ -336,10 +313,9 @@ class Schedule:
         """Draw ``n`` training noise levels uniformly from the grid (t ~ U{0..T-1}), as an
         array of ``dtype`` on the backend of ``rng`` (a ``backend.default_rng`` Generator).
         The grid is copied to a device once, on the first draw there, not every step."""
-        n = check_positive_int(n, "n")
-        if not hasattr(rng, "integers"):
-            raise TypeError("rng must be a Generator from minidiff.backend.default_rng")
-        xp = backend.rng_xp(rng)
+        n = check_positive_int(n, "n", maximum=2**31 - 1)
+        xp = backend.rng_xp(check_rng(rng, allow_seed=False))
+        dtype = check_float_dtype(dtype)
         key = (xp.__name__, str(dtype))
         grid = self._device_grids.get(key)
         if grid is None:
@@ -362,12 +338,8 @@ class Schedule:
         linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.82``): the "noise" still
         carries most of the signal (bound 0.76 nats for unit-RMS data).
         """
-        data_rms = check_real(data_rms, "data_rms")
-        if data_rms <= 0.0:
-            raise ValueError(f"data_rms must be > 0; got {data_rms}")
-        max_kl = check_real(max_kl, "max_kl")
-        if max_kl <= 0.0:
-            raise ValueError(f"max_kl must be > 0; got {max_kl}")
+        data_rms = check_real(data_rms, "data_rms", 0.0, low_open=True)
+        max_kl = check_real(max_kl, "max_kl", 0.0, low_open=True)
         kl_bound = data_rms**2 / (2.0 * self.sigma_max**2)
         if kl_bound > max_kl:
             warnings.warn(
@@ -389,7 +361,9 @@ class Schedule:
         grid between ``sigma_min`` and ``sigma_max`` with :func:`log_linear_sigmas` /
         :func:`karras_sigmas` (``rho`` used by Karras only).
         """
-        steps = check_positive_int(steps, "steps")
+        steps = check_positive_int(steps, "steps", maximum=MAX_T)
+        spacing = check_choice(spacing, "spacing", SPACINGS + ("log_linear", "karras"))
+        final_zero = check_bool(final_zero, "final_zero")
         if spacing in SPACINGS:
             grid = self.sigmas[timesteps(steps, self.T, spacing, offset)]
         elif spacing == "log_linear":

@@ -18,7 +18,7 @@ import contextlib
 import math
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int, values_trusted
+from .._validate import check_array, check_float_dtype, check_labels, check_positive_int, check_real
 from .module import Module, Parameter
 
 __all__ = [
@@ -28,26 +28,9 @@ __all__ = [
 
 
 def check_input(x, name: str, like=None, ndim=None, last=None):
-    """Check that ``x`` is a float array (same backend and dtype as ``like``, when given) of rank
-    ``ndim`` whose last axis has length ``last``. Raises TypeError/ValueError naming ``name``."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name} must be an array (numpy or cupy); got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name} must be float32 or float64; got dtype {x.dtype}")
-    if like is not None:
-        if backend.is_cupy_array(x) != backend.is_cupy_array(like):
-            where = "cupy" if backend.is_cupy_array(like) else "numpy"
-            raise TypeError(f"{name} must be a {where} array like the parameters; got {type(x).__module__}")
-        if x.dtype != like.dtype:
-            raise TypeError(
-                f"{name} has dtype {x.dtype} but the parameters are {like.dtype}; "
-                "cast the input or build the module with a matching dtype"
-            )
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(x.shape)}")
-    if last is not None and x.shape[-1] != last:
-        raise ValueError(f"{name} must have last dimension {last}; got shape {tuple(x.shape)}")
-    return x
+    """Kept for code written against the old name: :func:`minidiff._validate.check_array` without the
+    finiteness scan (layers run inside training loops, where a per-layer host sync would cost)."""
+    return check_array(x, name, ndim, finite=False, like=like, last=last)
 
 
 def _ignore_overflow(xp):
@@ -76,7 +59,7 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x):
-        check_input(x, "x", like=self.W.data, last=self.in_features)
+        x = check_array(x, "x", like=self.W.data, last=self.in_features, finite=False)
         self._x = x
         y = x @ self.W.data  # (..., in) @ (in, out) -> (..., out)
         if self.b is not None:
@@ -97,7 +80,7 @@ class ReLU(Module):
     r"""``y = max(x, 0)``; ``dx = dy * [x > 0]``."""
 
     def forward(self, x):
-        check_input(x, "x")
+        x = check_array(x, "x", finite=False)
         self._x = x
         return backend.get_xp(x).maximum(x, 0.0)
 
@@ -114,7 +97,7 @@ class SiLU(Module):
     """
 
     def forward(self, x):
-        check_input(x, "x")
+        x = check_array(x, "x", finite=False)
         xp = backend.get_xp(x)
         s = xp.negative(x)
         with _ignore_overflow(xp):
@@ -146,7 +129,7 @@ class GELU(Module):
     _a = 0.044715
 
     def forward(self, x):
-        check_input(x, "x")
+        x = check_array(x, "x", finite=False)
         xp = backend.get_xp(x)
         t = x * x
         t *= self._a
@@ -178,7 +161,7 @@ class Tanh(Module):
     r"""``y = tanh(x)``; ``dx = dy (1 - y^2)``."""
 
     def forward(self, x):
-        check_input(x, "x")
+        x = check_array(x, "x", finite=False)
         self._y = backend.get_xp(x).tanh(x)
         return self._y
 
@@ -225,7 +208,7 @@ class LayerNorm(Module):
         self.beta = Parameter(xp.zeros((self.dim,), dtype=dt))
 
     def forward(self, x):
-        check_input(x, "x", like=self.gamma.data, last=self.dim)
+        x = check_array(x, "x", like=self.gamma.data, last=self.dim, finite=False)
         xp = backend.get_xp(x)
         mu = x.mean(axis=-1, keepdims=True)
         xc = x - mu
@@ -274,7 +257,7 @@ class GroupNorm(Module):
         return xp.broadcast_to(per_group, (B, G, C // G)).reshape(B, 1, C)  # (B, G, C/G) -> (B, 1, C)
 
     def forward(self, x):
-        check_input(x, "x", like=self.gamma.data, ndim=4, last=self.channels)
+        x = check_array(x, "x", like=self.gamma.data, ndim=4, last=self.channels, finite=False)
         xp = backend.get_xp(x)
         B, H, W, C = x.shape
         x3 = x.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
@@ -360,7 +343,7 @@ class Conv2d(Module):
         return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
 
     def forward(self, x):
-        check_input(x, "x", like=self.W.data, ndim=4, last=self.in_channels)
+        x = check_array(x, "x", like=self.W.data, ndim=4, last=self.in_channels, finite=False)
         B, H, W, C = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         Ho, Wo = self._out_size(H), self._out_size(W)
@@ -411,7 +394,7 @@ class Upsample(Module):
     Backward: ``dx[b, i, j] = sum of dy over the 2x2 block it was copied to``."""
 
     def forward(self, x):
-        check_input(x, "x", ndim=4)
+        x = check_array(x, "x", ndim=4, finite=False)
         xp = backend.get_xp(x)
         B, H, W, C = x.shape
         y = xp.broadcast_to(x[:, :, None, :, None, :], (B, H, 2, W, 2, C))
@@ -427,7 +410,7 @@ class Downsample(Module):
     Backward: each input pixel receives ``dy / 4`` of its block. H and W must be even."""
 
     def forward(self, x):
-        check_input(x, "x", ndim=4)
+        x = check_array(x, "x", ndim=4, finite=False)
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             raise ValueError(f"Downsample needs even H and W; got shape {tuple(x.shape)}")
@@ -457,23 +440,9 @@ class Embedding(Module):
         rng = backend.default_rng(seed)
         self.W = Parameter(_normal(rng, (self.num_embeddings, self.dim), 1.0, dt))
 
-    def check_labels(self, labels, batch=None, values: bool = True):
-        """Validate integer labels of shape (B,) within [0, num_embeddings) before any indexing
-        (CuPy wraps out-of-range indices silently). The range check is one device -> host sync
-        (min and max together), skipped with ``values=False`` or inside ``trusted_values()``."""
-        if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
-            raise TypeError(f"labels must be an integer array of shape (B,); got {getattr(labels, 'dtype', type(labels).__name__)}")
-        if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
-            want = "(B,)" if batch is None else f"({batch},)"
-            raise ValueError(f"labels must have shape {want}; got {tuple(labels.shape)}")
-        if backend.is_cupy_array(labels) != backend.is_cupy_array(self.W.data):
-            raise TypeError("labels must live on the same backend (numpy/cupy) as the parameters")
-        if values and labels.size and not values_trusted():
-            xp = backend.get_xp(labels)
-            lo, hi = (int(v) for v in backend.to_numpy(xp.stack([labels.min(), labels.max()])))  # one sync
-            if lo < 0 or hi >= self.num_embeddings:
-                raise ValueError(f"labels must lie in [0, {self.num_embeddings - 1}]; got range [{lo}, {hi}]")
-        return labels
+    def check_labels(self, labels, batch=None):
+        """Integer labels of shape (B,) within [0, num_embeddings), checked before any indexing."""
+        return check_labels(labels, "labels", self.num_embeddings, batch=batch, like=self.W.data)
 
     def forward(self, labels):
         self.check_labels(labels)
@@ -525,7 +494,7 @@ class SigmaEmbedding(Module):
 
     def forward(self, sigma):
         """``sigma``: array (B,) of positive noise levels -> features (B, 2K)."""
-        check_input(sigma, "sigma", ndim=1)
+        sigma = check_array(sigma, "sigma", ndim=1, finite=False)
         xp = backend.get_xp(sigma)
         w = self._frequencies(xp, sigma.dtype)  # (K,)
         u = xp.log(sigma)

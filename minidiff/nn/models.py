@@ -23,10 +23,10 @@ import math
 import numbers
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int, sigma_like, values_trusted
+from .._validate import check_array, check_float_dtype, check_labels, check_positive_int, sigma_like
 from .layers import (
     Conv2d, Downsample, Embedding, GroupNorm, Linear, ResBlock, SigmaEmbedding, SiLU, Upsample,
-    check_input, make_activation,
+    make_activation,
 )
 from .module import Module
 
@@ -57,9 +57,9 @@ class _Conditioning:
             return None
         if y is None:
             return xp.full((B,), self.num_classes, dtype=xp.int64)  # all NULL
-        if not hasattr(y, "dtype"):
-            y = xp.asarray(y)
-        return self.class_emb.check_labels(y, batch=B, values=False)  # the range: once, in class_emb's forward
+        # num_classes itself is the NULL label (classifier-free guidance), so K + 1 values are allowed
+        # shape, dtype, backend here; the range once, in class_emb's forward (one sync, not two)
+        return check_labels(y, "y", self.num_classes + 1, batch=B, like=self.class_emb.W.data, values=False)
 
 
 class MLPDenoiser(_Conditioning, Module):
@@ -105,7 +105,7 @@ class MLPDenoiser(_Conditioning, Module):
         self.acts = [make_activation(activation) for _ in hidden]
 
     def forward(self, x, sigma, y=None):
-        check_input(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim)
+        x = check_array(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim, finite=False)
         xp = backend.get_xp(x)
         B = x.shape[0]
         labels = self._labels(y, B, xp)
@@ -189,7 +189,7 @@ class UNetDenoiser(_Conditioning, Module):
         self.conv_out = Conv2d(widths[0], self.channels, 3, dtype=dt, seed=rng)
 
     def forward(self, x, sigma, y=None):
-        check_input(x, "x", like=self.conv_in.W.data, ndim=4)
+        x = check_array(x, "x", like=self.conv_in.W.data, ndim=4, finite=False)
         xp = backend.get_xp(x)
         B, C, H, W = x.shape
         L = len(self.widths)
@@ -279,7 +279,7 @@ class NoiseAwareClassifier(Module):
         self.acts = [make_activation(activation) for _ in hidden]
 
     def forward(self, x, sigma):
-        check_input(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim)
+        x = check_array(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim, finite=False)
         xp = backend.get_xp(x)
         sig, c_in = _sigma_inputs(sigma, x)
         h = xp.concatenate([x * c_in, self.sigma_emb(sig)], axis=1)  # (B, dim + 2K_f)
@@ -298,7 +298,7 @@ class NoiseAwareClassifier(Module):
         """``d/dx log p(y | x, sigma)``, shape of ``x``. Parameter gradients are left as they were."""
         xp = backend.get_xp(x)
         logits = self.forward(x, sigma)
-        y = _check_class_labels(y, self.num_classes, x.shape[0], xp)
+        y = check_labels(y, "y", self.num_classes, batch=x.shape[0], like=logits)
         p = _softmax(logits)
         p *= -1.0
         p[xp.arange(x.shape[0]), y] += 1.0  # onehot(y) - softmax
@@ -317,28 +317,14 @@ def _softmax(logits):
     return z
 
 
-def _check_class_labels(y, num_classes, B, xp):
-    if not hasattr(y, "dtype"):
-        y = xp.asarray(y)
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"y must be an integer array of shape (B,); got dtype {y.dtype}")
-    if y.shape != (B,):
-        raise ValueError(f"y must have shape ({B},); got {tuple(y.shape)}")
-    if B and not values_trusted():  # check before indexing (CuPy wraps): min and max in one sync
-        lo, hi = (int(v) for v in backend.to_numpy(xp.stack([y.min(), y.max()])))
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"y must lie in [0, {num_classes - 1}]; got range [{lo}, {hi}]")
-    return y
-
-
 def cross_entropy(logits, y):
     r"""Mean cross-entropy ``L = mean_b (logsumexp(logits_b) - logits_{b, y_b})`` (log-sum-exp with the
     max subtracted) and its gradient ``dL/dlogits = (softmax(logits) - onehot(y)) / B``.
     Returns ``(loss as a Python float, dlogits)``."""
-    check_input(logits, "logits", ndim=2)
+    logits = check_array(logits, "logits", ndim=2, min_size=1)
     xp = backend.get_xp(logits)
     B, K = logits.shape
-    y = _check_class_labels(y, K, B, xp)
+    y = check_labels(y, "y", K, batch=B, like=logits)
     m = logits.max(axis=1, keepdims=True)
     lse = xp.log(xp.exp(logits - m).sum(axis=1)) + m[:, 0]  # (B,)
     rows = xp.arange(B)
