@@ -14,5 +14,14 @@ def randomize(module, seed=0):
 
 
 def rn(*shape, seed=1):
-    """A float64 standard-normal array of ``shape`` (NumPy), reproducible by ``seed``."""
-    return np.random.default_rng(seed).standard_normal(shape)
+    """A float64 standard-normal array of ``shape`` on the default backend (the device under
+    MINIDIFF_BACKEND=cupy), the same numbers on both backends for one ``seed``."""
+    return backend.asarray(np.random.default_rng(seed).standard_normal(shape))
+
+
+def D(a, dtype=None):
+    """Host data -> an array on the default backend (explicit host -> device copy)."""
+    return backend.asarray(a, dtype=dtype)
+
+
+H = backend.to_numpy  # device -> host, for comparisons with host references

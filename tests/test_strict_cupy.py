@@ -22,6 +22,7 @@ def cp():
         yield cupy
         return
     saved = {k: v for k, v in sys.modules.items() if k == "cupy" or k.startswith("cupy.")}
+    errors = np.geterr()  # the stand-in turns NumPy's floating-point warnings off; restored below
     for k in saved:
         del sys.modules[k]
     sys.path.insert(0, HERE)
@@ -35,6 +36,7 @@ def cp():
         for k in [k for k in sys.modules if k == "cupy" or k.startswith("cupy.")]:
             del sys.modules[k]
         sys.modules.update(saved)
+        np.seterr(**errors)
 
 
 @pytest.fixture

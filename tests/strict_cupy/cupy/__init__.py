@@ -21,6 +21,8 @@ NumPy, but keeps CuPy's rules, as documented by CuPy and read off its source:
 - ``random.default_rng`` returns a :class:`random.Generator` with only the methods CuPy's
   Generator has (no ``normal``, ``choice``, ``permutation``, ``shuffle``, ``spawn``), and seeds
   it the way CuPy's cuRAND bit generators do: 32 bits of ``SeedSequence(seed)``.
+- Floating-point overflow, invalid values and division by zero never warn (CuPy's kernels do not):
+  importing the stand-in switches NumPy's warnings off for the test process.
 
 The counters live in ``cupy._strict`` (``syncs``, ``h2d``, ``reset()``, ``log``).
 """
@@ -72,37 +74,53 @@ def _reject_host(x, where):
                     f"with device arrays in {where}; copy it with cupy.asarray first)")
 
 
+_PLAIN = frozenset({int, float, bool, type(None), str, slice, type(Ellipsis), complex})
+
+
 def _unwrap(x, where):
     """Device arrays -> their NumPy storage; host arrays -> TypeError; containers recursively."""
-    if type(x) is ndarray:
+    t = type(x)
+    if t is ndarray:
         return x._a
+    if t in _PLAIN:
+        return x
+    if t is list or t is tuple:
+        return t([_unwrap(e, where) for e in x])
     if isinstance(x, _np.ndarray):
         _reject_host(x, where)
-    if type(x) in (list, tuple):
-        return type(x)(_unwrap(e, where) for e in x)
     return x
 
 
 def _wrap(r):
     """NumPy results -> device arrays; NumPy scalars -> 0-d device arrays (CuPy never returns them)."""
-    if isinstance(r, _np.ndarray):
+    t = type(r)
+    if t is _np.ndarray:
         out = object.__new__(ndarray)
         out._a = r
         return out
+    if t in _PLAIN:
+        return r
     if isinstance(r, _np.generic):
         out = object.__new__(ndarray)
         out._a = _np.asarray(r)
         return out
-    if type(r) in (list, tuple):
-        return type(r)(_wrap(e) for e in r)
+    if t is list or t is tuple:
+        return t([_wrap(e) for e in r])
+    if isinstance(r, _np.ndarray):
+        out = object.__new__(ndarray)
+        out._a = r
+        return out
     return r
 
 
 def _call(f, name, args, kwargs):
+    # floating-point warnings are off for the whole process (see the bottom of this module): CuPy's
+    # kernels never warn on overflow, invalid values or division by zero
+    a = [_unwrap(v, name) for v in args]
+    if not kwargs:
+        return _wrap(f(*a))
     out = kwargs.get("out")
-    a = _unwrap(args, name)
-    kw = {k: _unwrap(v, name) for k, v in kwargs.items()}
-    r = f(*a, **kw)
+    r = f(*a, **{k: _unwrap(v, name) for k, v in kwargs.items()})
     if type(out) is ndarray and r is out._a:
         return out
     if type(out) is tuple and type(r) is tuple:
@@ -112,6 +130,15 @@ def _call(f, name, args, kwargs):
 
 def _device_function(f, name):
     @functools.wraps(f)
+    def g(*args, **kwargs):
+        return _call(f, name, args, kwargs)
+
+    return g
+
+
+def _method(a, name):
+    f = getattr(a, name)
+
     def g(*args, **kwargs):
         return _call(f, name, args, kwargs)
 
@@ -147,13 +174,16 @@ class ufunc:
 
 def _index(key):
     """An index may hold device arrays; a host array or list in it is copied in (counted)."""
-    if type(key) is ndarray:
+    t = type(key)
+    if t is ndarray:
         return key._a
-    if isinstance(key, _np.ndarray) or type(key) is list:
+    if t is slice or t is int or key is None or key is Ellipsis:
+        return key
+    if t is tuple:
+        return tuple([_index(k) for k in key])
+    if isinstance(key, _np.ndarray) or t is list:
         _strict.copy_in("host array used as an index")
         return _np.asarray(key)
-    if type(key) is tuple:
-        return tuple(_index(k) for k in key)
     return key
 
 
@@ -302,7 +332,7 @@ class ndarray(_np.lib.mixins.NDArrayOperatorsMixin):
         f = getattr(self._a, name)
         if not callable(f):
             return _wrap(f)
-        return _device_function(f, f"ndarray.{name}")
+        return _method(self._a, name)
 
 
 ndarray.__module__ = "cupy"
@@ -414,6 +444,11 @@ def __getattr__(name):
     _cache[name] = val
     return val
 
+
+# CuPy's kernels never warn on floating-point overflow, invalid values or division by zero; the
+# stand-in runs them in NumPy, so it turns NumPy's warnings off for the (test) process that imports it
+# (one global switch: a per-call errstate would triple the cost of every small operation).
+_np.seterr(all="ignore")
 
 from . import cuda, fft, linalg, random  # noqa: E402  (submodules use the names above)
 
