@@ -106,6 +106,9 @@ def cmd_demo(args):
 def cmd_train(args):
     from .training import TrainConfig, fit
 
+    if args.model == "vae":
+        return _train_vae(args)
+
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
     if args.model == "unet":
@@ -116,6 +119,23 @@ def cmd_train(args):
     print(f"trained {type(res.model).__name__} ({res.model.num_parameters()} parameters) on "
           f"{args.dataset} for {cfg.steps} steps in {res.seconds:.1f} s; "
           f"final loss {np.mean(res.losses[-100:]):.4f}; checkpoint {args.out}")
+    return 0
+
+
+def _train_vae(args):
+    """Stage 1 of latent diffusion: a variational autoencoder on an image dataset (minidiff.latent)."""
+    from .latent import AutoencoderConfig, fit_autoencoder
+
+    if args.conditional:
+        raise UserError("--model vae is unconditional (drop --conditional)")
+    overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                                   "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
+    cfg = AutoencoderConfig(dataset=args.dataset, **overrides)
+    t0 = time.perf_counter()
+    ae, losses = fit_autoencoder(cfg, checkpoint_path=args.out, progress=not args.quiet, resume=args.resume)
+    print(f"trained Autoencoder ({ae.num_parameters()} parameters, latent {ae.latent_channels} channels, "
+          f"{ae.factor}x smaller per side) on {args.dataset} for {cfg.steps} steps in "
+          f"{time.perf_counter() - t0:.1f} s; final loss {np.mean(losses[-100:]):.4f}; checkpoint {args.out}")
     return 0
 
 
@@ -211,7 +231,8 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a denoiser and write a checkpoint")
     t.add_argument("--dataset", default="spiral", help="built-in name (see `datasets`) or a .npy/.csv file")
-    t.add_argument("--model", choices=("mlp", "unet"), default="mlp")
+    t.add_argument("--model", choices=("mlp", "unet", "vae"), default="mlp",
+                   help="vae: the autoencoder of latent diffusion (image datasets)")
     t.add_argument("--steps", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)

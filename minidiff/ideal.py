@@ -54,7 +54,7 @@ _DEFAULT_CHUNK = 2048
 
 def _as_data(data, name="data"):
     """Validate a finite set given as (N, D) or (N, C, H, W) (any (N, ...)); return (flat, item_shape)."""
-    check_array(data, name)  # floating dtype, finite values
+    data = check_array(data, name)  # float32/float64, finite values
     if data.ndim < 2:
         raise ValueError(f"{name} must have shape (N, D) or (N, ...) with N >= 1; got shape {tuple(data.shape)}")
     if data.shape[0] == 0:
@@ -86,7 +86,7 @@ def _checked_queries(x, sigma, item_shape, dtype):
 
 def _as_queries(x, item_shape, dtype, name="x", finite=True):
     """Validate queries shaped (B, *item_shape); return them flattened to (B, D) in ``dtype``."""
-    check_array(x, name, finite=finite)
+    x = check_array(x, name, finite=finite)
     if tuple(x.shape[1:]) != item_shape or x.ndim != len(item_shape) + 1:
         raise ValueError(
             f"{name} must have shape (B, {', '.join(map(str, item_shape))}) to match the data items; "

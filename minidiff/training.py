@@ -27,8 +27,14 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 
 from . import backend
-from ._validate import check_array, check_positive_int, trusted_values
+from ._validate import (
+    check_array, check_bool, check_choice, check_int, check_labels, check_path_write, check_positive_int, check_real,
+    trusted_values,
+)
 from .nn import EMA, Adam, build_model, clip_grad_norm, load, save, warmup_cosine_lr
+from .nn.checkpoint import NonFiniteCheckpointError
+from .nn.module import Module
+from .nn.optim import MAX_LR
 from .schedules import Schedule
 
 __all__ = ["TrainConfig", "TrainResult", "NonFiniteLossError", "train", "fit", "make_model",
@@ -129,13 +135,21 @@ def loss_weight(sigma, kind: str):
     raise ValueError(f"loss weighting must be 'none' or 'min_snr'; got {kind!r}")
 
 
-_BOOKKEEPING = {"checkpoint_every"}  # config fields that do not change what is trained
+# config fields a resumed run may change: bookkeeping, and the step count (resuming a finished run
+# with more steps continues it; the cosine decay then stretches to the new count)
+_BOOKKEEPING = {"checkpoint_every", "steps"}
+# train() arguments stored in every checkpoint and compared on resume (a mismatch is refused)
+_RESUME_ARGS = ("batch_size", "lr", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "ema_decay",
+                "loss_weighting", "label_dropout")
 
 
-def _atomic_checkpoint(path, model, opt, ema, config, step, seed, losses, data_shape):
-    save(path, model, optimizer=opt, ema=ema, config=config,
-         extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
-                "data_shape": [int(k) for k in data_shape]})
+def _atomic_checkpoint(path, model, opt, ema, config, step, seed, losses, data_shape, train_args):
+    try:
+        save(path, model, optimizer=opt, ema=ema, config=config,
+             extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
+                    "data_shape": [int(k) for k in data_shape], "train_args": train_args})
+    except NonFiniteCheckpointError:  # finite loss, but the update made some weight NaN/inf
+        raise NonFiniteLossError(_diverged("weights", "NaN/inf", step, path)) from None
 
 
 def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512, lr: float = 2e-3,
@@ -165,30 +179,51 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     With ``resume=True`` and an existing ``checkpoint_path``, model, optimiser, EMA and step
     are restored from it and training continues to ``steps`` with the same draws as an
     uninterrupted run (a checkpoint already at ``steps`` makes it a pure load). If ``config``
-    is given and the checkpoint stores a different one, resuming is refused with a ValueError.
+    is given and the checkpoint stores a different one (``steps`` and ``checkpoint_every`` aside),
+    resuming is refused with a ValueError. The optimiser settings passed in are never ignored: they
+    are stored in every checkpoint, and resuming with different ones (``lr``, ``weight_decay``,
+    ``batch_size``, ``grad_clip``, ...) is refused with a ValueError naming them; ``steps`` may grow,
+    so a finished run can be continued.
+
+    A checkpoint is written only if every array in it is finite: an update that makes a weight
+    NaN/inf raises :class:`NonFiniteLossError` before anything is written.
     """
+    if not isinstance(model, Module) or not callable(getattr(model, "backward", None)):
+        raise TypeError(f"model must be a minidiff.nn denoiser; got {type(model).__name__}")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a minidiff.Schedule; got {type(schedule).__name__}")
+    data = check_array(data, "data", min_size=1)
+    if data.ndim < 2:
+        raise ValueError(f"data must have shape (N, ...) with N >= 1; got {tuple(data.shape)}")
     xp = backend.get_xp(data)
-    check_array(data, "data")
-    steps = check_positive_int(steps, "steps")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if not 0.0 <= label_dropout < 1.0:
-        raise ValueError(f"label_dropout must lie in [0, 1); got {label_dropout}")
+    steps = check_positive_int(steps, "steps", maximum=10**9)
+    batch_size = check_positive_int(batch_size, "batch_size", maximum=2**24)
+    lr = check_real(lr, "lr", 0.0, MAX_LR, low_open=True)
+    label_dropout = check_real(label_dropout, "label_dropout", 0.0, 1.0, high_open=True)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=0)
+    min_lr = check_real(min_lr, "min_lr", 0.0, MAX_LR)
+    weight_decay = check_real(weight_decay, "weight_decay", 0.0, MAX_LR)
+    grad_clip = None if grad_clip is None else check_real(grad_clip, "grad_clip")  # <= 0 or None: off
+    ema_decay = None if ema_decay is None else check_real(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+    loss_weighting = check_choice(loss_weighting, "loss_weighting", ("none", "min_snr"))
+    seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # (seed << 32) | step seeds each step
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=0)
+    resume = check_bool(resume, "resume")
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict or None; got {type(config).__name__}")
+    if checkpoint_path is not None:
+        checkpoint_path = check_path_write(checkpoint_path, "checkpoint_path")
     n = int(data.shape[0])
-    if n < 1:
-        raise ValueError("data must hold at least one sample")
     num_classes = getattr(model, "num_classes", None)
     if labels is not None:
         if num_classes is None:
             raise ValueError("labels were given but the model is not class-conditional (num_classes=None)")
-        if tuple(labels.shape) != (n,):
-            raise ValueError(f"labels must have shape ({n},); got {tuple(labels.shape)}")
-        if labels.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integers; got {labels.dtype}")
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"labels must lie in [0, {num_classes - 1}]; got range [{lo}, {hi}]")
+        labels = check_labels(labels, "labels", num_classes, batch=n, like=data)
     if checkpoint_every and not checkpoint_path:
         raise ValueError("checkpoint_every needs a checkpoint_path")
+    train_args = {"batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "min_lr": min_lr,
+                  "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay,
+                  "loss_weighting": loss_weighting, "label_dropout": label_dropout}
     data = data.astype(model_dtype(model), copy=False)
 
     opt = Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -196,7 +231,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     start, losses = 0, []
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
         ck = load(checkpoint_path)
-        start = int(ck.extra.get("step", 0))
+        if not isinstance(ck.extra, dict) or not isinstance(ck.extra.get("step"), int):
+            raise ValueError(f"resume: {checkpoint_path!s} was not written by train() (no step count in it)")
+        start = ck.extra["step"]
         # validate everything before touching the model, so a refused resume changes nothing
         if int(ck.extra.get("seed", seed)) != int(seed):
             raise ValueError(f"resume: checkpoint was trained with seed {ck.extra.get('seed')}, not {seed}")
@@ -205,7 +242,14 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
             if k not in _BOOKKEEPING and config.get(k) != ck.config.get(k))
         if diff:
             raise ValueError(f"resume: {checkpoint_path!s} was trained with a different config "
-                             f"(fields {diff}); use another checkpoint path or resume=False")
+                             f"(fields {diff}); train to another checkpoint path, or start afresh")
+        stored = ck.extra.get("train_args")  # absent in checkpoints written before it was recorded
+        if isinstance(stored, dict):
+            changed = sorted(k for k in _RESUME_ARGS if k in stored and stored[k] != train_args[k])
+            if changed:
+                raise ValueError(f"resume: {checkpoint_path!s} was trained with different optimiser settings "
+                                 + ", ".join(f"{k}={stored[k]!r} (now {train_args[k]!r})" for k in changed)
+                                 + "; pass the same settings, or train to another checkpoint path")
         if start > steps:
             raise ValueError(f"resume: the checkpoint is at step {start}, beyond steps={steps}")
         model.load_state_dict(ck.model.state_dict())
@@ -252,7 +296,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
 
         model.zero_grad()
         model.backward(grad)
-        gnorm = clip_grad_norm(model.parameters(), grad_clip if grad_clip and grad_clip > 0 else float("inf"))
+        gnorm = clip_grad_norm(model.parameters(), grad_clip if grad_clip is not None and grad_clip > 0 else float("inf"))
         if not math.isfinite(gnorm):
             raise NonFiniteLossError(_diverged("gradient norm", gnorm, step + 1, checkpoint_path))
         opt.lr = warmup_cosine_lr(step, steps, lr, warmup_steps=warmup_steps, min_lr=min_lr)
@@ -267,7 +311,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         last = step + 1 == steps
         if checkpoint_path and (last or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
             _atomic_checkpoint(checkpoint_path, model, opt, ema, config, step + 1, seed, losses,
-                               data.shape[1:])
+                               data.shape[1:], train_args)
             metrics["checkpoint"] = str(checkpoint_path)
         yield metrics
     return {"ema": ema, "losses": losses}
@@ -277,7 +321,7 @@ def _diverged(what, value, step, checkpoint_path):
     where = (f"the last good checkpoint {checkpoint_path!s} was kept" if checkpoint_path and
              os.path.exists(checkpoint_path) else "no checkpoint had been written yet")
     return (f"training diverged: non-finite {what} ({value}) at step {step}; the update was not "
-            f"applied and {where}. Lower lr, enable grad_clip, or check the data for NaN/inf.")
+            f"applied and {where}. Lower the learning rate or turn gradient clipping on.")
 
 
 def model_dtype(model):

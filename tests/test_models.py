@@ -119,7 +119,7 @@ def test_vp_preconditioning():
     x, s1, s2 = rn(4, 2), 0.5, 3.0
     x2 = x * math.sqrt(1 + s2 ** 2) / math.sqrt(1 + s1 ** 2)
     h1 = model(x, s1)
-    model.sigma_emb.forward = lambda sig, f=model.sigma_emb.forward: f(np.full_like(sig, s1))
+    model.sigma_emb.embed = lambda sig, f=model.sigma_emb.embed: f(np.full_like(sig, s1))
     h2 = model(x2, s2)
     assert np.abs(h1 - h2).max() < 1e-12
 
@@ -179,7 +179,7 @@ def test_config_is_json_and_rebuilds_identical_model(make):
     assert type(clone) is type(model)
     for (n1, p1), (n2, p2) in zip(model.named_parameters(), clone.named_parameters()):
         assert n1 == n2 and np.array_equal(p1.data, p2.data)  # same seed -> same init
-    assert set(MODELS) == {"MLPDenoiser", "UNetDenoiser", "NoiseAwareClassifier"}
+    assert {"MLPDenoiser", "UNetDenoiser", "NoiseAwareClassifier"} <= set(MODELS)  # others register too
     with pytest.raises(ValueError, match="unknown model"):
         build_model("Transformer")
 

@@ -18,8 +18,13 @@ import contextlib
 import math
 
 from .. import backend
-from .._validate import check_array, check_float_dtype, check_labels, check_positive_int, check_real
+from .._validate import (
+    check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
+    sigma_like,
+)
 from .module import Module, Parameter
+
+MAX_WIDTH = 2**16  # largest width/channel count accepted (a 2**16 x 2**16 float32 weight is 16 GB)
 
 __all__ = [
     "Linear", "ReLU", "SiLU", "GELU", "Tanh", "LayerNorm", "GroupNorm", "Conv2d", "Upsample",
@@ -50,12 +55,12 @@ class Linear(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype="float32", seed=None):
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
+        self.in_features = check_positive_int(in_features, "in_features", maximum=MAX_WIDTH)
+        self.out_features = check_positive_int(out_features, "out_features", maximum=MAX_WIDTH)
         dt = check_float_dtype(dtype)
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.W = Parameter(_normal(rng, (self.in_features, self.out_features), 1.0 / math.sqrt(in_features), dt))
-        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_features,), dtype=dt)) if bias else None
+        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_features,), dtype=dt)) if check_bool(bias, "bias") else None
         self._x = None
 
     def forward(self, x):
@@ -174,9 +179,7 @@ ACTIVATIONS = {"relu": ReLU, "silu": SiLU, "gelu": GELU, "tanh": Tanh}
 
 def make_activation(name: str) -> Module:
     """A fresh activation module by name: one of ``ACTIVATIONS`` ('relu', 'silu', 'gelu', 'tanh')."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}")
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[check_choice(name, "activation", sorted(ACTIVATIONS))]()
 
 
 def _norm_backward(dy, xhat, inv_std, gamma, axes, n):
@@ -200,8 +203,8 @@ class LayerNorm(Module):
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, dtype="float32"):
-        self.dim = check_positive_int(dim, "dim")
-        self.eps = float(eps)
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_WIDTH)
+        self.eps = check_real(eps, "eps", 0.0, 1.0, low_open=True)
         dt = check_float_dtype(dtype)
         xp = backend.get_xp()
         self.gamma = Parameter(xp.ones((self.dim,), dtype=dt))
@@ -233,11 +236,11 @@ class GroupNorm(Module):
     """
 
     def __init__(self, groups: int, channels: int, eps: float = 1e-5, dtype="float32"):
-        self.groups = check_positive_int(groups, "groups")
-        self.channels = check_positive_int(channels, "channels")
+        self.groups = check_positive_int(groups, "groups", maximum=MAX_WIDTH)
+        self.channels = check_positive_int(channels, "channels", maximum=MAX_WIDTH)
         if channels % groups:
             raise ValueError(f"channels ({channels}) must be divisible by groups ({groups})")
-        self.eps = float(eps)
+        self.eps = check_real(eps, "eps", 0.0, 1.0, low_open=True)
         dt = check_float_dtype(dtype)
         xp = backend.get_xp()
         self.gamma = Parameter(xp.ones((self.channels,), dtype=dt))
@@ -323,21 +326,21 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding=None, bias: bool = True, dtype="float32", seed=None):
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
-        if kernel_size not in (1, 3):
+        self.in_channels = check_positive_int(in_channels, "in_channels", maximum=MAX_WIDTH)
+        self.out_channels = check_positive_int(out_channels, "out_channels", maximum=MAX_WIDTH)
+        if check_positive_int(kernel_size, "kernel_size") not in (1, 3):
             raise ValueError(f"kernel_size must be 1 or 3; got {kernel_size!r}")
-        if stride not in (1, 2):
+        if check_positive_int(stride, "stride") not in (1, 2):
             raise ValueError(f"stride must be 1 or 2; got {stride!r}")
         padding = kernel_size // 2 if padding is None else padding
-        self.padding = check_positive_int(padding, "padding", minimum=0)
+        self.padding = check_positive_int(padding, "padding", minimum=0, maximum=kernel_size)
         self.kernel_size, self.stride = int(kernel_size), int(stride)
         dt = check_float_dtype(dtype)
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         k = self.kernel_size
         fan_in = k * k * self.in_channels
         self.W = Parameter(_normal(rng, (k, k, self.in_channels, self.out_channels), 1.0 / math.sqrt(fan_in), dt))
-        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_channels,), dtype=dt)) if bias else None
+        self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_channels,), dtype=dt)) if check_bool(bias, "bias") else None
 
     def _out_size(self, n):
         return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
@@ -434,10 +437,10 @@ class Embedding(Module):
     """
 
     def __init__(self, num_embeddings: int, dim: int, dtype="float32", seed=None):
-        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings")
-        self.dim = check_positive_int(dim, "dim")
+        self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings", maximum=MAX_WIDTH)
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_WIDTH)
         dt = check_float_dtype(dtype)
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.W = Parameter(_normal(rng, (self.num_embeddings, self.dim), 1.0, dt))
 
     def check_labels(self, labels, batch=None):
@@ -474,10 +477,10 @@ class SigmaEmbedding(Module):
 
     def __init__(self, num_frequencies: int = 8, min_frequency: float = 0.25, max_frequency: float = 8.0,
                  dtype="float32"):
-        self.num_frequencies = check_positive_int(num_frequencies, "num_frequencies")
-        if not (0.0 < min_frequency <= max_frequency):
-            raise ValueError(f"need 0 < min_frequency <= max_frequency; got {min_frequency}, {max_frequency}")
-        self.min_frequency, self.max_frequency = float(min_frequency), float(max_frequency)
+        self.num_frequencies = check_positive_int(num_frequencies, "num_frequencies", maximum=4096)
+        min_frequency = check_real(min_frequency, "min_frequency", 0.0, 1e6, low_open=True)
+        max_frequency = check_real(max_frequency, "max_frequency", min_frequency, 1e6)
+        self.min_frequency, self.max_frequency = min_frequency, max_frequency
         self.dtype = check_float_dtype(dtype)
         self.dim = 2 * self.num_frequencies
         K = self.num_frequencies
@@ -493,8 +496,13 @@ class SigmaEmbedding(Module):
         return w
 
     def forward(self, sigma):
-        """``sigma``: array (B,) of positive noise levels -> features (B, 2K)."""
+        """``sigma``: array (B,) of noise levels in [1e-15, 1e15] -> features (B, 2K)."""
         sigma = check_array(sigma, "sigma", ndim=1, finite=False)
+        sigma_like(sigma, sigma)  # range check (one host sync); the models validate once and call embed
+        return self.embed(sigma)
+
+    def embed(self, sigma):
+        """:meth:`forward` without the range check, for callers that validated ``sigma`` already."""
         xp = backend.get_xp(sigma)
         w = self._frequencies(xp, sigma.dtype)  # (K,)
         u = xp.log(sigma)
@@ -522,7 +530,7 @@ class ResBlock(Module):
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int = 8,
                  dtype="float32", seed=None):
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.gn1 = GroupNorm(groups, in_channels, dtype=dtype)
         self.act1 = SiLU()
         self.conv1 = Conv2d(in_channels, out_channels, 3, dtype=dtype, seed=rng)

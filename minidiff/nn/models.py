@@ -23,8 +23,9 @@ import math
 import numbers
 
 from .. import backend
-from .._validate import check_array, check_float_dtype, check_labels, check_positive_int, sigma_like
+from .._validate import check_array, check_float_dtype, check_labels, check_positive_int, check_rng, sigma_like
 from .layers import (
+    MAX_WIDTH,
     Conv2d, Downsample, Embedding, GroupNorm, Linear, ResBlock, SigmaEmbedding, SiLU, Upsample,
     make_activation,
 )
@@ -84,16 +85,16 @@ class MLPDenoiser(_Conditioning, Module):
 
     def __init__(self, dim: int, hidden=(128, 128, 128), activation: str = "silu", num_classes=None,
                  class_dim: int = 16, num_frequencies: int = 8, dtype="float32", seed=0):
-        self.dim = check_positive_int(dim, "dim")
-        hidden = tuple(check_positive_int(h, "hidden width") for h in hidden)
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_WIDTH)
+        hidden = tuple(check_positive_int(h, "hidden width", maximum=MAX_WIDTH) for h in hidden)
         if not hidden:
             raise ValueError("hidden must list at least one width")
         dt = check_float_dtype(dtype)
-        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
+        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes", maximum=MAX_WIDTH)
         self.config = dict(dim=self.dim, hidden=list(hidden), activation=activation,
                            num_classes=self.num_classes, class_dim=int(class_dim),
                            num_frequencies=int(num_frequencies), dtype=str(dt), seed=_seed_for_config(seed))
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.sigma_emb = SigmaEmbedding(num_frequencies, dtype=dt)
         self.class_emb = None
         width_in = self.dim + self.sigma_emb.dim
@@ -110,7 +111,7 @@ class MLPDenoiser(_Conditioning, Module):
         B = x.shape[0]
         labels = self._labels(y, B, xp)
         sig, c_in = _sigma_inputs(sigma, x)
-        parts = [x * c_in, self.sigma_emb(sig)]
+        parts = [x * c_in, self.sigma_emb.embed(sig)]  # sig validated by _sigma_inputs
         if labels is not None:
             parts.append(self.class_emb(labels))
         h = xp.concatenate(parts, axis=1)  # (B, dim + 2K_f [+ class_dim])
@@ -150,15 +151,15 @@ class UNetDenoiser(_Conditioning, Module):
 
     def __init__(self, channels: int, base_channels: int = 32, channel_mult=(1, 2, 2), groups: int = 8,
                  emb_dim=None, num_classes=None, num_frequencies: int = 8, dtype="float32", seed=0):
-        self.channels = check_positive_int(channels, "channels")
-        base = check_positive_int(base_channels, "base_channels")
-        mult = tuple(check_positive_int(m, "channel_mult entry") for m in channel_mult)
+        self.channels = check_positive_int(channels, "channels", maximum=MAX_WIDTH)
+        base = check_positive_int(base_channels, "base_channels", maximum=MAX_WIDTH)
+        mult = tuple(check_positive_int(m, "channel_mult entry", maximum=MAX_WIDTH) for m in channel_mult)
         if not mult:
             raise ValueError("channel_mult must have at least one entry")
-        groups = check_positive_int(groups, "groups")
-        emb_dim = 4 * base if emb_dim is None else check_positive_int(emb_dim, "emb_dim")
+        groups = check_positive_int(groups, "groups", maximum=MAX_WIDTH)
+        emb_dim = 4 * base if emb_dim is None else check_positive_int(emb_dim, "emb_dim", maximum=MAX_WIDTH)
         dt = check_float_dtype(dtype)
-        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
+        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes", maximum=MAX_WIDTH)
         self.config = dict(channels=self.channels, base_channels=base, channel_mult=list(mult), groups=groups,
                            emb_dim=emb_dim, num_classes=self.num_classes, num_frequencies=int(num_frequencies),
                            dtype=str(dt), seed=_seed_for_config(seed))
@@ -167,7 +168,7 @@ class UNetDenoiser(_Conditioning, Module):
             if w % groups:
                 raise ValueError(f"every width must be divisible by groups={groups}; widths {widths}")
         self.widths = widths
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.sigma_emb = SigmaEmbedding(num_frequencies, dtype=dt)
         self.emb1 = Linear(self.sigma_emb.dim, emb_dim, dtype=dt, seed=rng)
         self.emb_act1 = SiLU()
@@ -200,7 +201,7 @@ class UNetDenoiser(_Conditioning, Module):
             raise ValueError(f"H and W must be divisible by {f} for {L} resolutions; got {H}x{W}")
         labels = self._labels(y, B, xp)
         sig, c_in = _sigma_inputs(sigma, x)
-        e = self.emb2(self.emb_act1(self.emb1(self.sigma_emb(sig))))  # (B, emb_dim)
+        e = self.emb2(self.emb_act1(self.emb1(self.sigma_emb.embed(sig))))  # (B, emb_dim)
         if labels is not None:
             e += self.class_emb(labels)
         e = self.emb_act2(e)
@@ -265,14 +266,14 @@ class NoiseAwareClassifier(Module):
 
     def __init__(self, dim: int, num_classes: int, hidden=(128, 128), activation: str = "silu",
                  num_frequencies: int = 8, dtype="float32", seed=0):
-        self.dim = check_positive_int(dim, "dim")
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        hidden = tuple(check_positive_int(h, "hidden width") for h in hidden)
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_WIDTH)
+        self.num_classes = check_positive_int(num_classes, "num_classes", maximum=MAX_WIDTH)
+        hidden = tuple(check_positive_int(h, "hidden width", maximum=MAX_WIDTH) for h in hidden)
         dt = check_float_dtype(dtype)
         self.config = dict(dim=self.dim, num_classes=self.num_classes, hidden=list(hidden),
                            activation=activation, num_frequencies=int(num_frequencies), dtype=str(dt),
                            seed=_seed_for_config(seed))
-        rng = backend.default_rng(seed)
+        rng = check_rng(seed, "seed")
         self.sigma_emb = SigmaEmbedding(num_frequencies, dtype=dt)
         widths = (self.dim + self.sigma_emb.dim,) + hidden + (self.num_classes,)
         self.linears = [Linear(a, b, dtype=dt, seed=rng) for a, b in zip(widths[:-1], widths[1:])]
@@ -282,7 +283,7 @@ class NoiseAwareClassifier(Module):
         x = check_array(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim, finite=False)
         xp = backend.get_xp(x)
         sig, c_in = _sigma_inputs(sigma, x)
-        h = xp.concatenate([x * c_in, self.sigma_emb(sig)], axis=1)  # (B, dim + 2K_f)
+        h = xp.concatenate([x * c_in, self.sigma_emb.embed(sig)], axis=1)  # (B, dim + 2K_f)
         for lin, act in zip(self.linears, self.acts):
             h = act(lin(h))
         self._c_in = c_in
@@ -335,7 +336,9 @@ def cross_entropy(logits, y):
     return loss, d
 
 
-MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier)}
+from .autoencoder import Autoencoder  # noqa: E402  (a model too: saved and rebuilt by checkpoints)
+
+MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder)}
 
 
 def build_model(kind_or_config, **kwargs):
