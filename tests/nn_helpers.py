@@ -1,6 +1,7 @@
 """Helpers shared by the nn test files (test_layers.py, test_models.py)."""
 import numpy as np
 
+from device_helpers import D, H  # noqa: F401  (re-exported for the nn tests)
 from minidiff import backend
 
 
@@ -18,10 +19,3 @@ def rn(*shape, seed=1):
     MINIDIFF_BACKEND=cupy), the same numbers on both backends for one ``seed``."""
     return backend.asarray(np.random.default_rng(seed).standard_normal(shape))
 
-
-def D(a, dtype=None):
-    """Host data -> an array on the default backend (explicit host -> device copy)."""
-    return backend.asarray(a, dtype=dtype)
-
-
-H = backend.to_numpy  # device -> host, for comparisons with host references
