@@ -337,8 +337,9 @@ def cross_entropy(logits, y):
 
 
 from .autoencoder import Autoencoder  # noqa: E402  (a model too: saved and rebuilt by checkpoints)
+from .dit import DiTDenoiser  # noqa: E402  (after _Conditioning and _sigma_inputs, which it uses)
 
-MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder)}
+MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder, DiTDenoiser)}
 
 
 def build_model(kind_or_config, **kwargs):
