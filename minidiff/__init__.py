@@ -42,5 +42,6 @@ from .schedules import (  # noqa: F401
     karras_sigmas, linear_betas, log_linear_sigmas, log_snr, scaled_linear_betas, sigmas_from_alpha_bars,
     sigmas_from_betas, timesteps,
 )
+from .runs import TrainConfig, TrainResult, fit, load_data  # noqa: F401
 from .text import TextEncoder, Tokenizer  # noqa: F401
-from .training import NonFiniteLossError, TrainConfig, TrainResult, fit, load_data, train  # noqa: F401
+from .training import NonFiniteLossError, train  # noqa: F401

@@ -137,7 +137,7 @@ def cmd_demo(args):
     """Train an MLP on the spiral with the built-in defaults, sample with the gradient-estimation
     sampler, write one figure and the metrics."""
     from . import datasets, plotting
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit
 
     if args.fast and args.steps is not None:
         raise UserError("--fast and --steps cannot be combined (--fast means 200 steps)")
@@ -183,7 +183,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .training import TrainConfig, fit, load_data
+    from .runs import TrainConfig, fit, load_data
 
     if args.model == "vae":
         return _train_vae(args)
@@ -228,7 +228,7 @@ def _train_vae(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_schedule
 
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
@@ -298,7 +298,7 @@ def cmd_sample(args):
     if plot:
         train = None
         if len(shape) == 1:  # points: show the training data under the samples
-            from .training import load_data
+            from .runs import load_data
 
             try:
                 train, _ = load_data(cfg.dataset, min(cfg.n_train, 4000), cfg.seed)
@@ -344,7 +344,7 @@ def cmd_info(args):
 
 # ----------------------------------------------------------------------------- parser
 def build_parser():
-    from .training import TrainConfig
+    from .runs import TrainConfig
 
     D = TrainConfig()  # the built-in defaults, quoted in the help texts
     p = _Parser(prog="minidiff", description=DESCRIPTION)
