@@ -97,7 +97,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     grad_clip = None if grad_clip is None else check_real(grad_clip, "grad_clip")  # <= 0 or None: off
     ema_decay = None if ema_decay is None else check_real(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
     loss_weighting = check_choice(loss_weighting, "loss_weighting", ("none", "min_snr"))
-    seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # (seed << 32) | step seeds each step
+    seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # keys the CounterRNG of the run
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=0)
     resume = check_bool(resume, "resume")
     if config is not None and not isinstance(config, dict):

@@ -39,6 +39,19 @@ def den_pair():
     return IdealDenoiser(D(data), chunk_size=7), IdealDenoiser(data, chunk_size=7)
 
 
+class RecordingRNG(backend.CounterRNG):
+    """A counter-based generator that keeps every normal draw (to replay a run as ``noise=``)."""
+
+    def __init__(self, seed, xp):
+        super().__init__(seed, xp=xp)
+        self.draws = []
+
+    def standard_normal(self, size=None, dtype="float64"):
+        z = super().standard_normal(size, dtype)
+        self.draws.append(z)
+        return z
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_every_sampler_with_seed_generator_and_replayed_noise(method, den_pair, xp):
     dev, host = den_pair
@@ -48,21 +61,14 @@ def test_every_sampler_with_seed_generator_and_replayed_noise(method, den_pair, 
     b = sample(dev, sigmas, x, method=method, rng=backend.default_rng(7, xp=xp))  # a generator
     assert backend.get_xp(a) is xp
     assert_equal(a, b)
-    states = list(iter_sample(dev, sigmas, x, method=method, rng=3))
-    # replay: the noise arrays the run drew, given explicitly, on the device and on the host
-    n = len(sigmas) - 1
-    noise = [D(_gauss(5, 2, seed=10 + i)) for i in range(n)]
-    needed = len([s for s in iter_sample(dev, sigmas, x, method=method, noise=noise[:_draws(method, sigmas)])])
-    assert needed == len(states)
-    dev_out = sample(dev, sigmas, x, method=method, noise=noise[:_draws(method, sigmas)])
-    host_out = sample(host, sigmas, H(x), method=method, noise=[H(w) for w in noise[:_draws(method, sigmas)]])
-    assert_close(dev_out, host_out, rtol=RTOL, atol=1e-12)
-
-
-def _draws(method, sigmas):
-    from minidiff.samplers import _n_noisy_steps, _resolve_method
-    kind, _, mu = _resolve_method(method, None, None)
-    return _n_noisy_steps(kind, mu, [float(s) for s in H(sigmas)], None)
+    rec = RecordingRNG(3, xp)
+    c = sample(dev, sigmas, x, method=method, rng=rec)
+    assert all(backend.get_xp(w) is xp for w in rec.draws)
+    # replay: the draws given back as noise=, on the device (exactly) and on the host (float64 rounding)
+    assert_equal(sample(dev, sigmas, x, method=method, noise=rec.draws), c)
+    host_out = sample(host, sigmas, H(x), method=method, noise=[H(w) for w in rec.draws])
+    assert_close(c, host_out, rtol=RTOL, atol=1e-12)
+    assert len(list(iter_sample(dev, sigmas, x, method=method, rng=3))) == len(sigmas) - 1
 
 
 def test_a_generator_of_the_other_backend_is_refused(den_pair, xp):
