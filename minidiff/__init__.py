@@ -33,6 +33,7 @@ from .nn import (  # noqa: F401
     TransformerBlock, UNetDenoiser, build_model, clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
 )
 from .nn import load as load_checkpoint, save as save_checkpoint  # noqa: F401
+from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning  # noqa: F401
 from .reversal import Reversal, reverse_point_clouds  # noqa: F401
 from .samplers import (  # noqa: F401
     METHODS, CountingDenoiser, SamplerState, ddim_vp, ddpm_ancestral_vp, denoise_once, iter_sample, sample,

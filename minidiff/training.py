@@ -36,6 +36,7 @@ from ._validate import (
 from .nn import EMA, Adam, AdamW, clip_grad_norm, warmup_cosine_lr
 from .nn.module import Module
 from .nn.optim import MAX_LR
+from .precond import LogNormalSigmas, Preconditioning
 from .schedules import Schedule
 
 __all__ = ["NonFiniteLossError", "train", "loss_weight"]
@@ -45,7 +46,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
           labels=None, label_dropout: float = 0.0, warmup_steps: int = 0, min_lr: float = 0.0,
           weight_decay: float = 0.0, grad_clip: float = 1.0, ema_decay: float | None = 0.999,
           loss_weighting: str = "none", seed: int = 0, checkpoint_path=None,
-          checkpoint_every: int = 0, config: dict | None = None, resume: bool = False):
+          checkpoint_every: int = 0, config: dict | None = None, resume: bool = False,
+          parametrization: str = "eps", sigma_data: float = 0.5, sigma_distribution: str = "schedule",
+          p_mean: float = -1.2, p_std: float = 1.2):
     r"""Train ``model`` to predict eps (Ho et al. 2020, Alg. 1, in sigma space); yield metrics.
 
     Each step draws ``x0`` from ``data`` (rows, uniformly with replacement), ``sigma`` from
@@ -53,6 +56,11 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
 
     .. math:: L = \frac{1}{B D}\sum_b w(\sigma_b)\, \| \hat\epsilon(x_b, \sigma_b, y_b) - \epsilon_b \|^2,
               \qquad \frac{\partial L}{\partial \hat\epsilon_b} = \frac{2 w(\sigma_b)}{B D} (\hat\epsilon_b - \epsilon_b).
+
+    With ``parametrization`` other than ``"eps"`` the network output F is trained on its own target
+    instead, ``L = mean w ||F(c_in x, sigma) - F_target||^2`` (Karras et al. 2022, Eq. 8, unit weight in
+    F-space; :mod:`minidiff.precond`, docs/quality.md §1); ``sigma_distribution="lognormal"`` draws
+    ``ln sigma ~ N(p_mean, p_std^2)`` instead of the schedule's grid.
 
     The gradient goes through ``model.backward``; then the global norm is clipped, AdamW steps
     with a warm-up + cosine learning rate, and the EMA is updated. ``weight_decay`` is AdamW's
@@ -97,6 +105,12 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     grad_clip = None if grad_clip is None else check_real(grad_clip, "grad_clip")  # <= 0 or None: off
     ema_decay = None if ema_decay is None else check_real(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
     loss_weighting = check_choice(loss_weighting, "loss_weighting", ("none", "min_snr"))
+    precond = Preconditioning(parametrization, sigma_data)
+    sigma_distribution = check_choice(sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
+    sigma_source = schedule if sigma_distribution == "schedule" else LogNormalSigmas(p_mean, p_std)
+    if loss_weighting != "none" and precond.kind != "eps":
+        raise ValueError(f"loss_weighting={loss_weighting!r} is defined for the eps loss; "
+                         f"parametrization {precond.kind!r} has its own weighting (use 'none')")
     seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # keys the CounterRNG of the run
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=0)
     resume = check_bool(resume, "resume")
@@ -114,7 +128,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         raise ValueError("checkpoint_every needs a checkpoint_path")
     train_args = {"batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "min_lr": min_lr,
                   "weight_decay": weight_decay, "grad_clip": grad_clip, "ema_decay": ema_decay,
-                  "loss_weighting": loss_weighting, "label_dropout": label_dropout}
+                  "loss_weighting": loss_weighting, "label_dropout": label_dropout,
+                  "parametrization": precond.kind, "sigma_data": precond.sigma_data,
+                  "sigma_distribution": sigma_distribution, "p_mean": float(p_mean), "p_std": float(p_std)}
     data = data.astype(model_dtype(model), copy=False)
 
     # decoupled decay (AdamW); with wd = 0 the two are the same update, and Adam keeps the
@@ -135,7 +151,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         rng.at(step)
         idx = rng.integers(0, n, size=batch_size)
         x0 = data[idx]  # (B, ...)
-        sigma = schedule.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
+        sigma = sigma_source.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
         eps = rng.standard_normal(x0.shape, dtype=x0.dtype)
         s = sigma.reshape((batch_size,) + (1,) * (x0.ndim - 1))  # (B,) -> (B, 1, ...)
         x = x0 + s * eps
@@ -146,9 +162,10 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
                 drop = rng.random(batch_size) < label_dropout
                 y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
+        x_in = precond.model_input(x, sigma)  # x itself unless edm (then c_in x after the model's own scaling)
         with trusted_values():  # sigma and y come from checked data: skip the per-forward value syncs
-            eps_hat = model(x, sigma, y) if y is not None else model(x, sigma)
-        err = eps_hat - eps  # (B, ...)
+            out = model(x_in, sigma, y) if y is not None else model(x_in, sigma)  # F; eps_hat when eps
+        err = out - precond.target(x0, eps, sigma)  # (B, ...); the target is eps itself when eps
         w = loss_weight(s, loss_weighting)
         if w is not None:
             werr = w * err
