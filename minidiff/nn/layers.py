@@ -376,15 +376,25 @@ def _padded(x, p: int, tag: str):
     return xpad
 
 
-def _patches(xpad, k: int, s: int, Ho: int, Wo: int):
-    r"""im2col as a strided view of a C-contiguous ``xpad (B, Hp, Wp, C)``, no copy:
-    ``P[b, i, j, u, v C + c] = xpad[b, s i + u, s j + v, c]``, shape (B, Ho, Wo, k, k C). In channels-last
-    memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a single stride-1 axis;
-    copying P into a (B, Ho, Wo, k, kC) buffer is the whole im2col, one call with runs of kC."""
+def _im2col_into(out, xpad, k: int, s: int, Ho: int, Wo: int):
+    r"""Fill ``out (B, Ho, Wo, k, k C)`` with the patches of a C-contiguous ``xpad (B, Hp, Wp, C)``:
+    ``out[b, i, j, u, v C + c] = xpad[b, s i + u, s j + v, c]``.
+
+    In channels-last memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a
+    single stride-1 axis and the patches are a strided view of ``xpad`` (``as_strided``, no copy):
+    the whole im2col is one copy with runs of kC. Where the array module has no ``lib.stride_tricks``
+    (the strict CuPy stand-in of the tests), the same result comes from k*k strided slice copies."""
     xp = backend.get_xp(xpad)
     B, _, _, C = xpad.shape
-    sB, sH, sW, sC = xpad.strides
-    return xp.lib.stride_tricks.as_strided(xpad, (B, Ho, Wo, k, k * C), (sB, s * sH, s * sW, sH, sC))
+    tricks = getattr(getattr(xp, "lib", None), "stride_tricks", None)
+    if tricks is not None:
+        sB, sH, sW, sC = xpad.strides
+        xp.copyto(out, tricks.as_strided(xpad, (B, Ho, Wo, k, k * C), (sB, s * sH, s * sW, sH, sC)))
+        return out
+    for u in range(k):
+        for v in range(k):
+            out[:, :, :, u, v * C:(v + 1) * C] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
+    return out
 
 
 def _sum_rows(a2):
@@ -400,7 +410,7 @@ class Conv2d(Module):
 
     The plain algorithm is k*k shifted GEMMs (:func:`conv2d_reference`). The fast path is im2col + one
     GEMM: ``cols (N, k k C)`` holds, for each output pixel, its k*k patch of C-vectors, copied in one call
-    from a strided view of the padded input (:func:`_patches`) into a buffer this layer reuses (it is the
+    from a strided view of the padded input (:func:`_im2col_into`) into a buffer this layer reuses (it is the
     forward cache), and ``y = cols @ W.reshape(kkC, O)``: one GEMM with K = 9C instead of nine with K = C.
     Backward: ``dW += cols^T dy``, ``db += sum dy``. At stride 1, ``dx`` is the correlation of ``dy``
     (padded by k-1-p) with the spatially flipped, in/out-transposed kernel: a second im2col + GEMM. At
@@ -449,7 +459,7 @@ class Conv2d(Module):
             cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy when x is contiguous
         else:
             cols = self._cols_buffer(xp, (B, Ho, Wo, k, k * C), x.dtype)
-            xp.copyto(cols, _patches(_padded(x, p, "xpad"), k, s, Ho, Wo))  # the im2col copy
+            _im2col_into(cols, _padded(x, p, "xpad"), k, s, Ho, Wo)  # the im2col copy
             cols = cols.reshape(B * Ho * Wo, k * k * C)  # (B, Ho, Wo, k, kC) -> (N, kkC), no copy
         self._cols, self._xshape = cols, x.shape
         y = cols @ self.W.data.reshape(k * k * C, self.out_channels)  # (N, kkC) @ (kkC, O) -> (N, O)
@@ -476,7 +486,7 @@ class Conv2d(Module):
             # k-1-p. One more im2col (one strided copy into a pooled buffer) + GEMM beats dcols + a nine-way
             # strided fold.
             dcols = _scratch(xp, "dcols", (B, H, W, k, k * O), dy.dtype)
-            xp.copyto(dcols, _patches(_padded(dy, k - 1 - p, "dypad"), k, 1, H, W))
+            _im2col_into(dcols, _padded(dy, k - 1 - p, "dypad"), k, 1, H, W)
             W_flip = self.W.data[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * O, C)  # (k, k, O, C) -> (kkO, C)
             return (dcols.reshape(B * H * W, k * k * O) @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C)
         dcols = (dy2 @ W2.T).reshape(B, Ho, Wo, k, k, C)  # (N, O) @ (O, kkC) -> (B, Ho, Wo, k, k, C)
