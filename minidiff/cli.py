@@ -1,7 +1,9 @@
 """Command line: ``python -m minidiff {demo,train,sample,datasets,info}`` (or ``minidiff ...``).
 
-Errors a user can cause (unknown dataset, missing checkpoint, wrong model/dataset pairing,
-a diverged run) are printed as one message and exit code 2, not as a traceback.
+Every mistake a user can make (a malformed option, an unknown dataset, an unreadable data file or
+checkpoint, an output path that cannot be written, data on the wrong scale, a diverged run, a
+missing GPU backend) is answered with ONE line on stderr and exit code 2, never a traceback.
+Output paths are checked before any work is done; a missing output folder is created.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 import numpy as np  # host module: reads/writes user files
 
 from . import __version__, backend
+from ._validate import check_path_read, check_path_write
 
 SAMPLERS = ("gradient_estimation", "ddim", "ddpm", "euler", "heun", "dpmpp_2m", "reverse_sde")
 GRIDS = ("log_linear", "karras", "leading", "trailing", "linspace")
@@ -22,6 +25,72 @@ GRIDS = ("log_linear", "karras", "leading", "trailing", "linspace")
 
 class UserError(Exception):
     """A mistake in the command line or its files: printed without a traceback."""
+
+
+DESCRIPTION = ("minidiff: diffusion models from scratch in NumPy/CuPy. Train a denoiser on a built-in "
+               "dataset or your own points/images, sample from it, or run the demo.")
+
+# Data scale the built-in settings assume (sigma_min = 0.005, sigma_max = 80): coordinates of about
+# unit size. Outside these bounds on the RMS of all values, training silently learns nonsense.
+DATA_RMS_RANGE = (0.05, 10.0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+_positive_float.__name__ = "number > 0"
+
+
+def _out_file(path, what, exts):
+    """Check an output file path before any work: right extension, not a folder, folder created."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in exts:
+        raise UserError(f"{what} {path!r} must end in {' or '.join(exts)}")
+    try:
+        return check_path_write(path, what)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _check_data_scale(data, source):
+    """Refuse data far from unit scale (see DATA_RMS_RANGE) with a message that says what to do."""
+    xp = backend.get_xp(data)
+    rms = float(xp.sqrt(xp.mean(data * data)))  # host sync: once, at set-up
+    lo, hi = DATA_RMS_RANGE
+    if not lo <= rms <= hi:
+        kind = "images" if data.ndim == 4 else "points"
+        raise UserError(
+            f"{source}: the values have RMS {rms:.3g}, outside [{lo}, {hi}]; minidiff's noise levels assume "
+            f"data of about unit size (points with coordinates within a few units of 0, images in [-1, 1]). "
+            f"Rescale the file: subtract the mean and divide by the standard deviation"
+            + ("; for 0..255 images, map 0..255 to -1..1" if kind == "images" else ""))
 
 
 # ----------------------------------------------------------------------------- shared
@@ -68,12 +137,19 @@ def cmd_demo(args):
     """Train an MLP on the spiral with the built-in defaults, sample with the gradient-estimation
     sampler, write one figure and the metrics."""
     from . import datasets, plotting
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit
 
-    cfg = TrainConfig(steps=args.steps) if args.steps else TrainConfig()
+    if args.fast and args.steps is not None:
+        raise UserError("--fast and --steps cannot be combined (--fast means 200 steps)")
+    cfg = TrainConfig(steps=args.steps) if args.steps is not None else TrainConfig()
     if args.fast:
         cfg = TrainConfig(steps=200, n_train=1000, batch_size=256)
-    os.makedirs(args.out, exist_ok=True)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out!r} is a file; give a folder for the figure and metrics")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {args.out!r}: cannot create the folder ({exc.strerror})") from None
     print(f"minidiff demo: training an MLP {cfg.hidden} on '{cfg.dataset}' ({cfg.n_train} points) "
           f"for {cfg.steps} steps, batch {cfg.batch_size}, backend {backend.get_backend()}")
     res = fit(cfg, progress=not args.quiet)
@@ -90,9 +166,12 @@ def cmd_demo(args):
     # the best achievable: an independent sample of the true spiral (SW's finite-sample floor)
     best = _metrics(ds.sample(args.n, backend.default_rng(cfg.seed + 4)), res.data, fresh, ds, cfg.seed + 3)
     fig_path = os.path.join(args.out, "demo.png")
-    plotting.plot_demo(res.data, samples, traj, res.losses, m, fig_path,
-                       title=f"MLP denoiser on the {cfg.dataset}: {cfg.steps} training steps, "
-                             f"gradient-estimation sampler, {nfe} NFE")
+    title = (f"MLP denoiser on the {cfg.dataset}: {cfg.steps} training steps, "
+             f"gradient-estimation sampler, {nfe} NFE")
+    if args.fast:
+        title = ("SMOKE TEST (--fast: 200 training steps, far too few): samples are NOT expected to lie "
+                 "on the spiral\n" + title)
+    plotting.plot_demo(res.data, samples, traj, res.losses, m, fig_path, title=title)
     report = {"metrics": m, "reference_fresh_samples_of_the_true_manifold": best, "train_seconds": res.seconds,
               "final_loss": float(np.mean(res.losses[-100:])), "nfe": nfe, "config": cfg.__dict__}
     with open(os.path.join(args.out, "demo_metrics.json"), "w") as f:
@@ -104,25 +183,40 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit, load_data
 
     if args.model == "vae":
         return _train_vae(args)
 
+    out = _out_file(args.out, "--out", (".npz",))
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train,
+                                   "sigma_max": args.sigma_max, "parametrization": args.parametrization,
+                                   "sigma_data": args.sigma_data, "sigma_distribution": args.sigma_distribution,
                                    "base_channels": args.base_channels, "channel_mult": args.channel_mult,
                                    "attention_resolutions": args.attention_resolutions,
                                    "text_dim": args.text_dim, "text_depth": args.text_depth,
                                    "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
                                    "loss_weighting": args.loss_weighting}.items() if v is not None}
-    if args.model == "unet":
+    if args.model in ("unet", "dit"):
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
+    if args.latent:
+        check_path_read(args.latent, "--latent")
+        if args.model == "unet":
+            overrides.setdefault("channel_mult", (1,))  # a 7x7 latent has one resolution
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
-                      checkpoint_every=args.checkpoint_every, **overrides)
-    res = fit(cfg, checkpoint_path=args.out, progress=not args.quiet, resume=args.resume)
+                      checkpoint_every=args.checkpoint_every, latent=args.latent or "", **overrides)
+    data = labels = None
+    if os.path.splitext(args.dataset)[1].lower() in (".npy", ".csv"):
+        data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
+        _check_data_scale(data, args.dataset)
+    if args.resume and not os.path.exists(out):
+        print(f"--resume: {out} does not exist yet; training from scratch")
+    res = fit(cfg, checkpoint_path=out, progress=not args.quiet, resume=args.resume, data=data, labels=labels)
+    where = (f" in the latent space of {args.latent} (scale {res.config.latent_scale:.4f}, "
+             f"shift {res.config.latent_shift:+.4f})") if args.latent else ""
     print(f"trained {type(res.model).__name__} ({res.model.num_parameters()} parameters) on "
-          f"{args.dataset} for {cfg.steps} steps in {res.seconds:.1f} s; "
+          f"{args.dataset}{where} for {cfg.steps} steps in {res.seconds:.1f} s; "
           f"final loss {np.mean(res.losses[-100:]):.4f}; checkpoint {args.out}")
     return 0
 
@@ -131,15 +225,10 @@ def _train_vae(args):
     """Stage 1 of latent diffusion: a variational autoencoder on an image dataset (minidiff.latent)."""
     from .latent import AutoencoderConfig, fit_autoencoder
 
-    if args.conditional:
-        raise UserError("--model vae is unconditional (drop --conditional)")
+    if args.conditional or args.latent:
+        raise UserError("--model vae is stage 1 and unconditional (drop --conditional and --latent)")
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                                   "seed": args.seed, "n_train": args.n_train,
-                                   "base_channels": args.base_channels, "channel_mult": args.channel_mult,
-                                   "attention_resolutions": args.attention_resolutions,
-                                   "text_dim": args.text_dim, "text_depth": args.text_depth,
-                                   "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
-                                   "loss_weighting": args.loss_weighting}.items() if v is not None}
+                                   "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
     cfg = AutoencoderConfig(dataset=args.dataset, **overrides)
     t0 = time.perf_counter()
     ae, losses = fit_autoencoder(cfg, checkpoint_path=args.out, progress=not args.quiet, resume=args.resume)
@@ -152,23 +241,31 @@ def _train_vae(args):
 def _load_for_sampling(path):
     from .nn import EMA, load
     from .nn.checkpoint import resolve
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_denoiser, make_schedule
 
     path = resolve(path)  # a shipped checkpoint by name, e.g. text-glyphs
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
+    check_path_read(path, "--checkpoint")
     ck = load(path)
+    if not isinstance(ck.config, dict) or not isinstance(ck.extra, dict) or ck.model_class not in (
+            "MLPDenoiser", "UNetDenoiser", "DiTDenoiser", "TextConditionedDenoiser"):
+        raise UserError(f"checkpoint {path!r} was not written by `minidiff train` (it has no training "
+                        f"config); `minidiff sample` needs one")
     model = ck.model
     if ck.ema_state is not None:  # sample with the EMA weights, as training intended
         ema = EMA(model)
         ema.load_state_dict(ck.ema_state)
         ema.copy_to(model)
     model.eval()
-    cfg = TrainConfig.from_dict({k: v for k, v in (ck.config or {}).items()})
+    try:
+        cfg = TrainConfig.from_dict(dict(ck.config))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint {path!r} has an invalid training config ({exc})") from None
     shape = ck.extra.get("data_shape")
-    if not shape:
+    if not isinstance(shape, list) or not shape or not all(isinstance(k, int) and 0 < k <= 2**16 for k in shape):
         raise UserError(f"checkpoint {path!r} does not record the data shape it was trained on")
-    return model, make_schedule(cfg), shape
+    return make_denoiser(model, cfg), make_schedule(cfg), shape, cfg  # eps-predictor for the samplers
 
 
 def cmd_sample(args):
@@ -176,39 +273,80 @@ def cmd_sample(args):
 
     if args.out is None and args.plot is None:
         raise UserError("give --out FILE.npz (the samples) and/or --plot FILE.png")
-    model, schedule, shape = _load_for_sampling(args.checkpoint)
+    out = None if args.out is None else _out_file(args.out, "--out", (".npz", ".npy", ".csv"))
+    plot = None if args.plot is None else _out_file(args.plot, "--plot", (".png", ".pdf", ".svg"))
+    model, schedule, shape, cfg = _load_for_sampling(args.checkpoint)
+    if out is not None and os.path.splitext(out)[1].lower() == ".csv" and len(shape) != 1:
+        raise UserError(f"--out {out!r}: CSV holds points, one per row; these samples are images "
+                        f"{tuple(shape)}: write .npz or .npy")
     y = None
     text = getattr(model, "null_ids", None) is not None
     if args.n is None:
         args.n = 16 if text else 1000
     if args.label is not None:
-        if getattr(model, "num_classes", None) is None:
+        k = getattr(model, "num_classes", None)
+        if k is None:
             raise UserError("--label needs a class-conditional checkpoint")
+        if not 0 <= args.label < k:
+            raise UserError(f"--label must be in 0..{k - 1} for this checkpoint; got {args.label}")
         y = backend.get_xp().full(args.n, args.label, dtype="int64")
     if (args.prompt is not None or args.guidance is not None) and not text:
         raise UserError("--prompt/--guidance need a text-conditioned checkpoint (e.g. --checkpoint text-glyphs)")
     t0 = time.perf_counter()
+    w = 3.0 if args.guidance is None else args.guidance
     if text:
         from .t2i import generate
 
-        w = 3.0 if args.guidance is None else args.guidance
         x, nfe = generate(model, args.prompt or "", n=args.n, guidance=w, steps=args.steps, sampler=args.sampler,
                           grid=args.grid, seed=args.seed, schedule=schedule, shape=shape, return_nfe=True)
     else:
         x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
                           seed=args.seed, y=y)
+    if cfg.latent:  # latent diffusion: decode the latent samples into images
+        from .latent import decode_latents, load_autoencoder
+
+        try:
+            ae = load_autoencoder(cfg.latent)
+        except FileNotFoundError as exc:
+            raise UserError(f"{exc}; this latent checkpoint decodes with it") from None
+        x = decode_latents(ae, x, cfg.latent_scale, cfg.latent_shift)
+        shape = list(x.shape[1:])
     x_host = backend.to_numpy(x)  # explicit device -> host copy, to save
+    if not np.all(np.isfinite(x_host)):
+        raise UserError(f"sampling produced NaN/inf (checkpoint {args.checkpoint!r}); nothing was written")
     wrote = ""
-    if args.out is not None:
-        tmp = args.out + ".tmp.npz"
-        np.savez(tmp, x=x_host)
-        os.replace(tmp, args.out)
-        wrote = f"; wrote {args.out} (key 'x', shape {x_host.shape})"
+    if out is not None:
+        ext = os.path.splitext(out)[1].lower()
+        d, base = os.path.split(os.path.abspath(out))
+        tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp{ext}")  # same folder: os.replace is atomic
+        try:
+            if ext == ".npz":
+                np.savez(tmp, x=x_host)
+            elif ext == ".npy":
+                np.save(tmp, x_host)
+            else:
+                np.savetxt(tmp, x_host, delimiter=",", header=",".join(f"x{i}" for i in range(x_host.shape[1])),
+                           comments="")
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        what = {".npz": "key 'x', ", ".npy": "", ".csv": "one point per row, "}[ext]
+        wrote = f"; wrote {out} ({what}shape {x_host.shape})"
     print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s{wrote}")
-    if args.plot:
-        what = f'"{args.prompt or ""}", guidance {w:g}, ' if text else ""
-        plotting.plot_samples(x_host, args.plot, title=f"{what}{args.sampler}, {args.steps} steps")
-        print(f"wrote {args.plot}")
+    if plot:
+        train = None
+        if len(shape) == 1:  # points: show the training data under the samples
+            from .runs import load_data
+
+            try:
+                train, _ = load_data(cfg.dataset, min(cfg.n_train, 4000), cfg.seed)
+            except (OSError, ValueError, TypeError):
+                print(f"  (training data {cfg.dataset!r} not found: the plot shows the samples only)")
+        plotting.plot_samples(x_host, plot, data=None if train is None else backend.to_numpy(train),
+                              title=(f'"{args.prompt or ""}", guidance {w:g}, ' if text else "")
+                              + f"{args.sampler}, {args.steps} steps")
+        print(f"wrote {plot}")
     return 0
 
 
@@ -246,63 +384,114 @@ def cmd_info(args):
 
 # ----------------------------------------------------------------------------- parser
 def build_parser():
-    p = argparse.ArgumentParser(prog="minidiff", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    from .runs import TrainConfig
 
-    d = sub.add_parser("demo", help="the main job: train on the spiral, sample, write a figure")
-    d.add_argument("--out", default="minidiff-out", help="output folder (default: minidiff-out)")
-    d.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's)")
-    d.add_argument("--n", type=int, default=2000, help="samples to draw (default 2000)")
-    d.add_argument("--sample-steps", type=int, default=20, help="sampler steps (default 20)")
-    d.add_argument("--fast", action="store_true", help="a few seconds: tiny training, for smoke tests")
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    D = TrainConfig()  # the built-in defaults, quoted in the help texts
+    p = _Parser(prog="minidiff", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,train,sample,datasets,info}")
+
+    pos, nonneg = _int_at_least(1), _int_at_least(0)
+    d = sub.add_parser("demo", help="the main job: train on the spiral, sample, write a figure",
+                       description="Train an MLP on the spiral with the built-in settings, sample it, and write "
+                                   "demo.png and demo_metrics.json.")
+    d.add_argument("--out", default="minidiff-out", help="output folder, created if missing (default: minidiff-out)")
+    d.add_argument("--steps", type=pos, default=None, help=f"training steps (default: {D.steps})")
+    d.add_argument("--n", type=pos, default=2000, help="samples to draw (default: 2000)")
+    d.add_argument("--sample-steps", type=pos, default=20, help="sampler steps (default: 20)")
+    d.add_argument("--fast", action="store_true",
+                   help="smoke test in seconds: 200 training steps, far too few for good samples; cannot be "
+                        "combined with --steps (default: off)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a denoiser and write a checkpoint")
-    t.add_argument("--dataset", default="spiral", help="built-in name (see `datasets`) or a .npy/.csv file")
-    t.add_argument("--model", choices=("mlp", "unet", "vae"), default="mlp",
-                   help="vae: the autoencoder of latent diffusion (image datasets)")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--n-train", type=int, help="points drawn from a built-in dataset")
-    t.add_argument("--seed", type=int)
+    t = sub.add_parser("train", help="train a denoiser and write a checkpoint",
+                       description="Train a denoiser and write a checkpoint (.npz). Your own data: a .npy "
+                                   "(points (N, D) or images (N, C, H, W)) or .csv (one point per row) file "
+                                   "whose values are of about unit size (images in [-1, 1]).")
+    t.add_argument("--dataset", default=D.dataset,
+                   help=f"built-in name (see `minidiff datasets`) or a .npy/.csv file (default: {D.dataset})")
+    t.add_argument("--model", choices=("mlp", "unet", "dit", "vae"), default=D.model,
+                   help="mlp: points; unet, dit (diffusion transformer): images or latents; "
+                        "vae: the autoencoder of latent diffusion (default: mlp)")
+    t.add_argument("--latent", default=None, metavar="AE.npz",
+                   help="train in the latent space of this autoencoder (from --model vae); "
+                        "`sample` then decodes (default: pixel space)")
+    t.add_argument("--steps", type=pos, help=f"training steps (default: {D.steps})")
+    t.add_argument("--batch-size", type=pos, help=f"samples per step (default: {D.batch_size}; 64 for --model unet)")
+    t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default: {D.lr:g})")
+    t.add_argument("--sigma-max", type=_positive_float,
+                   help=f"largest noise level; keep it far above the data's size (default: {D.sigma_max:g})")
+    t.add_argument("--n-train", type=pos, help=f"points drawn from a built-in dataset (default: {D.n_train})")
+    t.add_argument("--seed", type=nonneg, help=f"random seed (default: {D.seed})")
     t.add_argument("--conditional", action="store_true",
-                   help="class-conditional (labelled datasets); text-conditional on captioned_glyphs")
-    t.add_argument("--base-channels", type=int, help="U-Net width at full resolution")
-    t.add_argument("--channel-mult", type=int, nargs="+", help="U-Net width multipliers, e.g. 1 2 2")
-    t.add_argument("--attention-resolutions", type=int, nargs="+",
-                   help="U-Net downsampling factors with a transformer block, e.g. 2 4")
-    t.add_argument("--text-dim", type=int, help="text encoder width (text-conditional models)")
-    t.add_argument("--text-depth", type=int, help="text encoder blocks (text-conditional models)")
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--ema-decay", type=float)
-    t.add_argument("--loss-weighting", choices=("none", "min_snr"))
-    t.add_argument("--checkpoint-every", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
-    t.add_argument("--out", required=True, help="checkpoint path (.npz)")
-    t.add_argument("--quiet", action="store_true")
+                   help="class-conditional (labelled datasets); text-conditional on captioned_glyphs (default: off)")
+    t.add_argument("--base-channels", type=pos, help=f"U-Net width at full resolution (default: {D.base_channels})")
+    t.add_argument("--channel-mult", type=pos, nargs="+",
+                   help=f"U-Net width multipliers per resolution, e.g. 1 2 2 (default: {' '.join(map(str, D.channel_mult))})")
+    t.add_argument("--attention-resolutions", type=pos, nargs="+",
+                   help="U-Net downsampling factors with a transformer block, e.g. 2 4 (default: none; "
+                        "text models: every downsampled level)")
+    t.add_argument("--text-dim", type=pos, help=f"text encoder width, text models (default: {D.text_dim})")
+    t.add_argument("--text-depth", type=pos, help=f"text encoder blocks, text models (default: {D.text_depth})")
+    t.add_argument("--warmup-steps", type=nonneg, help=f"learning-rate warm-up steps (default: {D.warmup_steps})")
+    t.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights (default: {D.ema_decay})")
+    t.add_argument("--loss-weighting", choices=("none", "min_snr"),
+                   help=f"eps-loss weight per noise level (default: {D.loss_weighting})")
+    t.add_argument("--parametrization", choices=("eps", "x0", "v", "edm"),
+                   help="what the network predicts: eps, x0, v, or edm (the preconditioning of Karras et al. "
+                        f"2022) (default: {D.parametrization})")
+    t.add_argument("--sigma-data", type=_positive_float,
+                   help=f"data std per coordinate, for --parametrization edm (default: {D.sigma_data:g})")
+    t.add_argument("--sigma-distribution", choices=("schedule", "lognormal"),
+                   help="training noise levels: uniform on the schedule's grid, or ln sigma ~ N(-1.2, 1.2^2) "
+                        f"(default: {D.sigma_distribution})")
+    t.add_argument("--checkpoint-every", type=nonneg, default=0,
+                   help="also write the checkpoint every k steps; 0: only at the end (default: 0)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from --out if it exists, with the same settings; a larger --steps "
+                        "continues a finished run (default: off)")
+    t.add_argument("--out", required=True, help="checkpoint path, .npz; its folder is created if missing (required)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="draw samples from a checkpoint")
-    s.add_argument("--checkpoint", required=True, help="a .npz path, or a shipped model's name: text-glyphs")
-    s.add_argument("--sampler", choices=SAMPLERS, default="gradient_estimation")
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--grid", choices=GRIDS, default="log_linear")
-    s.add_argument("--n", type=int, default=None, help="samples (default 1000; 16 for a text prompt)")
-    s.add_argument("--label", type=int, default=None, help="class label (conditional checkpoints)")
+    s = sub.add_parser("sample", help="draw samples from a checkpoint",
+                       description="Draw samples from a checkpoint written by `minidiff train`.")
+    s.add_argument("--checkpoint", required=True,
+                   help="a .npz written by `minidiff train`, or a shipped model's name: text-glyphs (required)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="gradient_estimation",
+                   help="sampling method (default: gradient_estimation)")
+    s.add_argument("--steps", type=pos, default=20, help="sampler steps (default: 20)")
+    s.add_argument("--grid", choices=GRIDS, default="log_linear", help="noise-level grid (default: log_linear)")
+    s.add_argument("--n", type=pos, default=None, help="samples to draw (default: 1000; 16 for a text model)")
+    s.add_argument("--label", type=nonneg, default=None,
+                   help="class label, for class-conditional checkpoints (default: none)")
     s.add_argument("--prompt", default=None,
-                   help='text prompt (text-conditioned checkpoints), e.g. "bold serif R"; "" = unconditional')
+                   help='text prompt, for text-conditioned checkpoints, e.g. "bold serif R"; "" = unconditional '
+                        "(default: \"\")")
     s.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance weight w (eps_u + w (eps_c - eps_u); default 3)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=None, help="output .npz (samples under key 'x'); --out or --plot is needed")
-    s.add_argument("--plot", default=None, help="also write a PNG of the samples")
+                   help="classifier-free guidance weight w: eps_u + w (eps_c - eps_u), text models (default: 3)")
+    s.add_argument("--seed", type=nonneg, default=0, help="random seed (default: 0)")
+    s.add_argument("--out", default=None,
+                   help="output file: .npz (samples under key 'x'), .npy, or .csv (points only); its folder "
+                        "is created if missing (--out or --plot is required)")
+    s.add_argument("--plot", default=None,
+                   help="also write a figure (.png, .pdf or .svg) of the samples over the training data "
+                        "(default: none)")
     s.set_defaults(func=cmd_sample)
 
-    sub.add_parser("datasets", help="list built-in datasets").set_defaults(func=cmd_datasets)
-    sub.add_parser("info", help="versions, backend, GPU").set_defaults(func=cmd_info)
+    sub.add_parser("datasets", help="list built-in datasets",
+                   description="List the built-in datasets.").set_defaults(func=cmd_datasets)
+    sub.add_parser("info", help="versions, backend, GPU",
+                   description="Print versions, the array backend and the GPU.").set_defaults(func=cmd_info)
     return p
+
+
+def _check_backend() -> None:
+    """MINIDIFF_BACKEND names a backend that can run here (checked before any work)."""
+    try:
+        backend.get_xp()
+    except (RuntimeError, ImportError, ValueError, TypeError) as exc:
+        raise UserError(f"MINIDIFF_BACKEND={os.environ.get('MINIDIFF_BACKEND', '')!r}: {exc}") from None
 
 
 def main(argv=None) -> int:
@@ -310,9 +499,19 @@ def main(argv=None) -> int:
     from .training import NonFiniteLossError
 
     try:
+        if args.command in ("demo", "train", "sample"):
+            _check_backend()
         return args.func(args)
-    except (UserError, ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as exc:
-        print(f"minidiff {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # `minidiff info | head -2`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
+    except KeyboardInterrupt:
+        print(f"minidiff {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, TypeError, OSError, NonFiniteLossError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever the message holds
+        print(f"minidiff {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,5 @@
-r"""Non-parametric reversal of a point-cloud random walk (the first seed's experiment).
+r"""Non-parametric reversal of a point-cloud random walk (the experiment of the "Unit 10 –
+Diffusion Models" lecture notes).
 
 The forward random walk keeps every cloud: x^t = x^{t-1} + sigma_t w^t, t = 1..T, with
 trajectory[t] the cloud at time t (trajectory[0] = the data). Because every intermediate
@@ -10,7 +11,7 @@ cloud is stored, the walk can be reversed without any model: from a point x at t
 
 Cloud t-1 is on average closer to the data manifold than cloud t, so the local mean pulls
 x toward the manifold, and the Gaussian sample makes the end points new points rather than
-copies. ``noise_scale = 1`` re-injects exactly the forward step's sigma (the seed's "small
+copies. ``noise_scale = 1`` re-injects exactly the forward step's sigma (the lecture notes' "small
 covariance"); smaller values give tighter but less diverse end clouds.
 
 Failure modes, documented and reported:
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import numpy  # host code: the cKDTree path and the host copy of the sigmas
 
 from . import backend
-from ._validate import check_array, check_positive_int
+from ._validate import SIGMA_MAX, SIGMA_MIN, check_array, check_choice, check_host_1d, check_positive_int, check_real, check_rng
 from .metrics import knn
 
 __all__ = ["Reversal", "reverse_point_clouds"]
@@ -91,17 +92,15 @@ def reverse_point_clouds(trajectory, sigmas, x_start=None, *, k=None, radius=Non
     -------
     Reversal(path (T+1, M, D), n_empty (T,) ints). path[t] is the reversed cloud at time t.
     """
-    check_array(trajectory, "trajectory", ndim=3)
+    trajectory = check_array(trajectory, "trajectory", ndim=3)
     T = trajectory.shape[0] - 1
     if T < 1 or trajectory.shape[1] == 0:
         raise ValueError(f"trajectory must have shape (T+1, N, D) with T >= 1, N >= 1; got {tuple(trajectory.shape)}")
     N, D = trajectory.shape[1], trajectory.shape[2]
     xp = backend.get_xp(trajectory)
-    sig = numpy.asarray(backend.to_numpy(sigmas), dtype=numpy.float64)  # host copy of T scalars
+    sig = check_host_1d(sigmas, "sigmas", SIGMA_MIN, SIGMA_MAX)  # host copy of T scalars
     if sig.shape != (T,):
         raise ValueError(f"sigmas must have shape (T,) = ({T},) to match trajectory; got {sig.shape}")
-    if not (numpy.isfinite(sig).all() and (sig > 0).all()):
-        raise ValueError("every sigma in sigmas must be finite and > 0")
     if k is not None and radius is not None:
         raise ValueError("give either k or radius, not both")
     if radius is None:
@@ -109,14 +108,11 @@ def reverse_point_clouds(trajectory, sigmas, x_start=None, *, k=None, radius=Non
         if k > N:
             raise ValueError(f"k must be <= the cloud size N = {N}; got {k}")
     else:
-        radius = float(radius)
-        if not (radius > 0 and numpy.isfinite(radius)):
-            raise ValueError(f"radius must be a finite float > 0; got {radius}")
+        radius = check_real(radius, "radius", 0.0, low_open=True)
         max_neighbors = check_positive_int(max_neighbors, "max_neighbors")
-    if not (noise_scale >= 0 and numpy.isfinite(noise_scale)):
-        raise ValueError(f"noise_scale must be a finite float >= 0; got {noise_scale!r}")
-    if method not in ("auto", "kdtree", "brute"):
-        raise ValueError(f"method must be 'auto', 'kdtree' or 'brute'; got {method!r}")
+    noise_scale = check_real(noise_scale, "noise_scale", 0.0, 1e6)
+    method = check_choice(method, "method", ("auto", "kdtree", "brute"))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     if method == "auto":
         method = "brute" if backend.is_cupy_array(trajectory) else "kdtree"
     if method == "kdtree" and backend.is_cupy_array(trajectory):
@@ -124,11 +120,11 @@ def reverse_point_clouds(trajectory, sigmas, x_start=None, *, k=None, radius=Non
     if x_start is None:
         x = trajectory[T].copy()
     else:
-        check_array(x_start, "x_start", ndim=2)
+        x_start = check_array(x_start, "x_start", ndim=2)
         if x_start.shape[1] != D:
             raise ValueError(f"x_start must have shape (M, {D}); got {tuple(x_start.shape)}")
         x = xp.asarray(x_start, dtype=trajectory.dtype).copy()
-    rng = backend.default_rng(rng, xp=xp)
+    rng = check_rng(rng, xp=xp)
 
     path = xp.empty((T + 1,) + x.shape, dtype=trajectory.dtype)
     path[T] = x

@@ -191,7 +191,7 @@ def load_text_model(name_or_path="text-glyphs"):
     """A text-to-image checkpoint, by path or by the shipped name ``"text-glyphs"``, with its EMA weights
     (when stored) and, as attributes, its training ``schedule`` and ``sample_shape`` (C, H, W)."""
     from .nn import EMA, load
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_schedule
 
     ck = load(name_or_path)
     model = ck.model
@@ -223,7 +223,7 @@ def generate(model, prompt, n: int = 16, guidance: float = 3.0, steps: int = 20,
     """
     from .samplers import iter_sample
     from .guidance import classifier_free
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_schedule
 
     if isinstance(model, str):
         model = load_text_model(model)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from . import backend
-from ._validate import check_float_dtype, check_positive_int
+from ._validate import check_choice, check_float_dtype, check_positive_int
 from .nn.attention import TransformerBlock
 from .nn.layers import LayerNorm
 from .nn.module import Module, Parameter
@@ -84,8 +84,7 @@ class Tokenizer:
         """The ids of one prompt, unpadded (``[NULL]`` for an empty prompt)."""
         if not isinstance(prompt, str):
             raise TypeError(f"a prompt must be a str; got {type(prompt).__name__}")
-        if unknown not in ("error", "unk"):
-            raise ValueError(f"unknown must be 'error' or 'unk'; got {unknown!r}")
+        check_choice(unknown, "unknown", ("error", "unk"))
         words = split_words(prompt)
         if not words:
             return [self.index[NULL]]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int
-from .layers import LayerNorm, Linear, check_input, make_activation
+from .._validate import check_array, check_float_dtype, check_positive_int
+from .layers import LayerNorm, Linear, make_activation
 from .module import Module
 
 __all__ = ["MultiHeadAttention", "FeedForward", "TransformerBlock"]
@@ -101,7 +101,7 @@ class MultiHeadAttention(Module):
         """``x (B, L, dim)``; ``context (B, S, context_dim)`` or None (self-attention); ``mask (B, S)``
         bool, True = attend. Returns ``y (B, L, dim)``."""
         xp = backend.get_xp(x)
-        check_input(x, "x", like=self.to_q.W.data, ndim=3, last=self.dim)
+        check_array(x, "x", 3, finite=False, like=self.to_q.W.data, last=self.dim)  # no sync: hot loop
         c = self._check_context(x, context)
         B, L, _ = x.shape
         S = c.shape[1]
@@ -166,7 +166,7 @@ class MultiHeadAttention(Module):
                     "forward needs context=(B, S, context_dim)"
                 )
             return x
-        check_input(context, "context", like=self.to_k.W.data, ndim=3, last=kv_dim)
+        check_array(context, "context", 3, finite=False, like=self.to_k.W.data, last=kv_dim)
         if context.shape[0] != x.shape[0]:
             raise ValueError(f"context has batch {context.shape[0]} but x has batch {x.shape[0]}")
         return context

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import backend
+from .._validate import check_array, check_bool, check_positive_int, check_real, check_rng
 from .module import Module
 
 __all__ = ["gradcheck", "GradcheckResult"]
@@ -63,10 +64,26 @@ def gradcheck(module: Module, inputs, kwargs=None, eps: float = 1e-6, seed=0, ma
     The module's parameter gradients are zeroed first and hold ``backward(g)`` afterwards; parameter
     values are restored exactly.
     """
+    if not isinstance(module, Module):
+        raise TypeError(f"module must be a minidiff.nn Module; got {type(module).__name__}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict or None; got {type(kwargs).__name__}")
     kwargs = {} if kwargs is None else dict(kwargs)
+    eps = check_real(eps, "eps", 1e-12, 1e-1)  # smaller: roundoff swamps the difference; larger: truncation
+    max_entries = check_positive_int(max_entries, "max_entries", maximum=10**6)
+    n_directions = check_positive_int(n_directions, "n_directions", minimum=0, maximum=10**4)
+    check_inputs = check_bool(check_inputs, "check_inputs")
     single = not isinstance(inputs, (tuple, list))
-    xp = backend.get_xp(*(inputs if not single else (inputs,)))
-    inputs = [xp.array(a, copy=True) for a in ((inputs,) if single else inputs)]  # contiguous private copies
+    inputs = list((inputs,) if single else inputs)
+    for i, a in enumerate(inputs):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"inputs[{i}] must be an array; got {type(a).__name__}")
+        if check_inputs:
+            inputs[i] = check_array(a, f"inputs[{i}]")  # float32/float64 (float64 checked below), finite
+    if not inputs:
+        raise ValueError("inputs must hold at least one array")
+    xp = backend.get_xp(*inputs)
+    inputs = [xp.array(a, copy=True) for a in inputs]  # contiguous private copies
     for i, a in enumerate(inputs):
         if check_inputs and a.dtype != xp.float64:
             raise TypeError(f"gradcheck needs float64 inputs; input {i} is {a.dtype}")
@@ -74,7 +91,7 @@ def gradcheck(module: Module, inputs, kwargs=None, eps: float = 1e-6, seed=0, ma
     for name, p in named:
         if p.data.dtype != xp.float64:
             raise TypeError(f"gradcheck needs a float64 module; parameter {name!r} is {p.data.dtype}")
-    rng = backend.default_rng(seed, xp=xp)
+    rng = check_rng(seed, "seed", xp=xp)
 
     out = module(*inputs, **kwargs)
     g = rng.standard_normal(out.shape, dtype=xp.float64)

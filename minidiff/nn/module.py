@@ -12,6 +12,7 @@ list/tuple of modules ``blocks`` contributes ``"blocks.<i>.<name>"``.
 from __future__ import annotations
 
 from .. import backend
+from .._validate import check_array
 
 __all__ = ["Parameter", "Module"]
 
@@ -115,11 +116,7 @@ class Module:
             raise ValueError(f"state_dict keys do not match: missing {missing}, unexpected {unexpected}")
         staged = {}
         for name, p in params.items():
-            value = state[name]
-            if tuple(value.shape) != tuple(p.data.shape):
-                raise ValueError(
-                    f"state_dict[{name!r}] has shape {tuple(value.shape)}; expected {tuple(p.data.shape)}"
-                )
+            value = check_array(state[name], f"state_dict[{name!r}]", shape=p.data.shape)  # float, finite
             staged[name] = backend.asarray(value, dtype=p.data.dtype, xp=backend.get_xp(p.data))
         for name, p in params.items():
             p.data[...] = staged[name]

@@ -8,12 +8,17 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from .._validate import check_array, check_int, check_real
 from .module import Module, Parameter
+
+MAX_LR = 1e3  # larger steps are always a mistake (parameters of size ~1 jump by >= 1000)
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "warmup_cosine_lr", "EMA"]
 
 
 def _param_list(params):
+    if isinstance(params, (Module, Parameter, str, bytes)) or not hasattr(params, "__iter__"):
+        raise TypeError(f"params must be an iterable of Parameters (model.parameters()); got {type(params).__name__}")
     params = list(params)
     if not params:
         raise ValueError("params is empty: pass model.parameters()")
@@ -26,11 +31,12 @@ def _param_list(params):
 
 
 def _check_state_arrays(name, saved: dict, expected: dict):
+    if not isinstance(saved, dict):
+        raise TypeError(f"{name} must be a dict of arrays; got {type(saved).__name__}")
     if set(saved) != set(expected):
         raise ValueError(f"{name}: keys {sorted(saved)} do not match the expected {sorted(expected)}")
     for k, ref in expected.items():
-        if tuple(saved[k].shape) != tuple(ref.shape):
-            raise ValueError(f"{name}[{k!r}] has shape {tuple(saved[k].shape)}; expected {tuple(ref.shape)}")
+        check_array(saved[k], f"{name}[{k!r}]", shape=ref.shape)  # float, finite, same shape
 
 
 class _Optimizer:
@@ -52,10 +58,7 @@ class _Optimizer:
 
     @lr.setter
     def lr(self, value):
-        value = float(value)
-        if not (value >= 0.0 and math.isfinite(value)):
-            raise ValueError(f"lr must be finite and >= 0; got {value}")
-        self._lr = value
+        self._lr = check_real(value, "lr", 0.0, MAX_LR)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -72,11 +75,16 @@ class _Optimizer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore step count, hyperparameters and buffers; validated fully before anything is written."""
+        if not isinstance(state, dict):
+            raise TypeError(f"optimizer state must be a dict; got {type(state).__name__}")
         for key in ("step", "hyperparameters", "state"):
             if key not in state:
                 raise ValueError(f"optimizer state is missing {key!r}")
         if state.get("class", type(self).__name__) != type(self).__name__:
             raise ValueError(f"optimizer state is for {state['class']}; this is {type(self).__name__}")
+        if not isinstance(state["state"], (list, tuple)) or not isinstance(state["hyperparameters"], dict):
+            raise TypeError("optimizer state: 'state' must be a list of dicts and 'hyperparameters' a dict")
+        step = check_int(state["step"], "optimizer state step", minimum=0)
         if len(state["state"]) != len(self.state):
             raise ValueError(f"optimizer state has {len(state['state'])} parameters; expected {len(self.state)}")
         for i, (saved, mine) in enumerate(zip(state["state"], self.state)):
@@ -84,10 +92,11 @@ class _Optimizer:
         hyper = dict(state["hyperparameters"])
         if set(hyper) != set(self.hyperparameters()):
             raise ValueError(f"optimizer hyperparameters {sorted(hyper)} do not match {sorted(self.hyperparameters())}")
+        type(self)([Parameter(self.params[0].data[:0].copy())], **hyper)  # validates the values, writes nothing
         for saved, mine in zip(state["state"], self.state):
             for k, v in mine.items():
                 v[...] = backend.asarray(saved[k], dtype=v.dtype, xp=backend.get_xp(v))
-        self.step_count = int(state["step"])
+        self.step_count = step
         for k, v in hyper.items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
 
@@ -99,9 +108,7 @@ class SGD(_Optimizer):
     _state_keys = ("velocity",)
 
     def __init__(self, params, lr: float, momentum: float = 0.9):
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1); got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = check_real(momentum, "momentum", 0.0, 1.0, high_open=True)
         super().__init__(params, lr)
 
     def hyperparameters(self):
@@ -127,12 +134,12 @@ class Adam(_Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        b1, b2 = (float(b) for b in betas)
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas must lie in [0, 1); got {betas}")
-        if eps <= 0 or weight_decay < 0:
-            raise ValueError(f"need eps > 0 and weight_decay >= 0; got eps={eps}, weight_decay={weight_decay}")
-        self.betas, self.eps, self.weight_decay = (b1, b2), float(eps), float(weight_decay)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (b1, b2) of floats in [0, 1); got {betas!r}")
+        b1, b2 = (check_real(b, f"betas[{i}]", 0.0, 1.0, high_open=True) for i, b in enumerate(betas))
+        self.betas = (b1, b2)
+        self.eps = check_real(eps, "eps", 0.0, 1.0, low_open=True)
+        self.weight_decay = check_real(weight_decay, "weight_decay", 0.0, MAX_LR)
         super().__init__(params, lr)
         self._scratch = [backend.get_xp(p.data).empty_like(p.data) for p in self.params]
 
@@ -180,12 +187,14 @@ class AdamW(Adam):
 
 def clip_grad_norm(params, max_norm: float) -> float:
     r"""Scale all gradients by ``min(1, max_norm / ||g||)`` where ``||g||`` is the global L2 norm over
-    every parameter; returns ``||g||`` before clipping, as a Python float (one host sync)."""
+    every parameter; returns ``||g||`` before clipping, as a Python float: one device -> host sync
+    in all, the squared norms being summed on the device (docs/backends.md §1)."""
     params = _param_list(params)
-    max_norm = float(max_norm)
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0; got {max_norm}")
-    total = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+    if not (isinstance(max_norm, float) and max_norm == float("inf")):  # inf: measure only, never clip
+        max_norm = check_real(max_norm, "max_norm", 0.0, low_open=True)
+    xp = backend.get_xp(params[0].grad)
+    sq = [xp.vdot(p.grad.reshape(-1), p.grad.reshape(-1)) for p in params]  # 0-d device arrays
+    total = math.sqrt(float(xp.sum(xp.stack(sq))))  # the one sync
     if total > max_norm:
         scale = max_norm / total
         for p in params:
@@ -200,8 +209,11 @@ def warmup_cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: 
     ``q = clip((step - warmup_steps) / max(1, total_steps - warmup_steps), 0, 1)``,
     ``lr = min_lr + (base_lr - min_lr) (1 + cos(pi q)) / 2``.
     """
-    if total_steps < 1 or warmup_steps < 0 or step < 0:
-        raise ValueError(f"need total_steps >= 1, warmup_steps >= 0, step >= 0; got {total_steps}, {warmup_steps}, {step}")
+    step = check_int(step, "step", minimum=0)
+    total_steps = check_int(total_steps, "total_steps", minimum=1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=0)
+    base_lr = check_real(base_lr, "base_lr", 0.0, MAX_LR)
+    min_lr = check_real(min_lr, "min_lr", 0.0, MAX_LR)
     if step < warmup_steps:
         return float(base_lr) * (step + 1) / warmup_steps
     q = min(max((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0), 1.0)
@@ -217,9 +229,9 @@ class EMA:
     """
 
     def __init__(self, model: Module, decay: float = 0.999):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1); got {decay}")
-        self.decay = float(decay)
+        if not isinstance(model, Module):
+            raise TypeError(f"model must be a minidiff.nn Module; got {type(model).__name__}")
+        self.decay = check_real(decay, "decay", 0.0, 1.0, high_open=True)
         self.model = model
         self.num_updates = 0
         self.shadow = {name: p.data.copy() for name, p in model.named_parameters()}
@@ -235,6 +247,8 @@ class EMA:
     def copy_to(self, model: Module = None) -> None:
         """Write the averages into ``model`` (default: the tracked model); names and shapes must match."""
         model = self.model if model is None else model
+        if not isinstance(model, Module):
+            raise TypeError(f"model must be a minidiff.nn Module; got {type(model).__name__}")
         model.load_state_dict(self.shadow)
 
     def state_dict(self) -> dict:
@@ -242,11 +256,14 @@ class EMA:
                 "shadow": {k: v.copy() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"EMA state must be a dict; got {type(state).__name__}")
         for key in ("decay", "num_updates", "shadow"):
             if key not in state:
                 raise ValueError(f"EMA state is missing {key!r}")
         _check_state_arrays("EMA shadow", state["shadow"], self.shadow)
+        decay = check_real(state["decay"], "EMA state decay", 0.0, 1.0, high_open=True)
+        num_updates = check_int(state["num_updates"], "EMA state num_updates", minimum=0)
         for k, v in self.shadow.items():
             v[...] = backend.asarray(state["shadow"][k], dtype=v.dtype, xp=backend.get_xp(v))
-        self.decay = float(state["decay"])
-        self.num_updates = int(state["num_updates"])
+        self.decay, self.num_updates = decay, num_updates
