@@ -268,12 +268,12 @@ def prompt_adherence(model, prompts, n_per_prompt: int = 4, guidance: float = 3.
     want = [parse_caption(p) for p in rows]
     xs = []
     for s in range(0, len(rows), batch_size):
-        xs.append(generate(model, rows[s:s + batch_size], guidance=guidance, steps=steps, seed=(seed, s)))
+        xs.append(generate(model, rows[s:s + batch_size], guidance=guidance, steps=steps, seed=seed * 100003 + s))
     xp = backend.get_xp()
     samples = xp.concatenate(xs)
     # real glyphs of each row's named attributes: draw from all faces, keep the matching ones
     ds = CaptionedGlyphs(size=reader.size)
-    real, rng = [], backend.default_rng((seed, 1))
+    real, rng = [], backend.default_rng(seed * 100003 + 99991)
     pool_x, pool_c, pool_a = ds.sample(20000, rng, return_labels=True, return_attributes=True, split="all")
     lab = backend.to_numpy(pool_c).tolist()
     att = {k: backend.to_numpy(v).tolist() for k, v in pool_a.items()}
