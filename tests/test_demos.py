@@ -36,6 +36,9 @@ EXPECTED = {
     "07_unet_glyphs.py": (["07_glyph_data.png", "07_unet_samples.png", "07_denoising.gif", "07_one_vs_many.png",
                            "07_unet_loss.png"], ["training", "samplers", "datasets", "nn"]),
     "08_guidance.py": (["08_guidance.png", "08_training.png"], ["guidance", "training", "samplers", "metrics", "nn"]),
+    "09_text_to_glyph.py": (["09_prompt_grid.png", "09_one_step_vs_sampler.png", "09_denoising.gif",
+                             "09_guidance_sweep.png", "09_heldout.png", "09_cross_attention.png"],
+                            ["t2i", "captioned", "text", "guidance"]),
 }
 MIN_BYTES = 5_000  # a saved empty figure is ~2-4 kB; every real figure here is >= 50 kB
 
