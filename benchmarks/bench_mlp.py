@@ -1,6 +1,6 @@
 """One training step (forward, backward, Adam) of MLPDenoiser, minidiff vs PyTorch CPU.
 
-Setup (PERF.md): widths 4x256, SiLU, batch 1024, 2-D points, float32, 2 threads. PyTorch runs only
+Setup (docs/performance.md §5): widths 4x256, SiLU, batch 1024, 2-D points, float32, 2 threads. PyTorch runs only
 if installed; the network is the same (input [x / sqrt(1 + sigma^2), 16 sigma features] -> 4x256 -> 2).
 Prints min and median ms (timed in alternation), the ratio of minima, and the fraction of this machine's measured float32 GEMM rate.
 

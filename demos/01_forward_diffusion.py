@@ -4,13 +4,13 @@
 
 Writes into DIR (default ``minidiff-out/demos``):
 
-- ``01_random_walk_3d.png``: the first seed's figure -- a swiss-roll sheet in R^3, points
+- ``01_random_walk_3d.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes -- a swiss-roll sheet in R^3, points
   sampled on it, and the cloud after 5, 10 and 20 random-walk steps; plus the measured spread
   against its closed form.
 - ``01_random_walk_3d.gif``: the same walk, one frame per step.
-- ``01_vp_chain_2d.png``: the second seed's figure -- the VP (DDPM) chain carries a 2-D spiral
+- ``01_vp_chain_2d.png``: the figure of "How diffusion models work" -- the VP (DDPM) chain carries a 2-D spiral
   to N(0, I); top row samples, bottom row the exact marginal density q(x_t).
-- ``01_vp_chain_1d.png``: the fourth seed's 1-D example with beta = p = 0.01 -- histograms of x_t
+- ``01_vp_chain_1d.png``: the 1-D example of the DL4DS lecture slides, beta = p = 0.01 -- histograms of x_t
   against the closed-form marginal density.
 
 Full mode ~12 s on 2 cores; --fast ~4 s (fewer points, coarser grids, a 6-frame GIF).
@@ -38,7 +38,7 @@ grid_res = 50 if args.fast else 120     # density grid for the 2-D marginal
 rng = backend.default_rng(0)            # all randomness comes from this generator
 
 # ============================================================================= 1. random walk in R^3
-# The first seed's forward diffusion: start from points on a manifold K and repeatedly add noise,
+# The forward diffusion of the "Unit 10 – Diffusion Models" lecture notes: start from points on a manifold K and repeatedly add noise,
 #
 #     x_t = x_{t-1} + sigma_t w_t,    w_t ~ N(0, I),   t = 1..T          (forward.random_walk)
 #
@@ -120,7 +120,7 @@ plt.close(fig)
 # finite sample x0_i), and as ab_t -> 0 it becomes N(0, I) whatever the data was.
 spiral = datasets.get_dataset("spiral")
 y0 = spiral.sample(n_points, rng=rng)           # (N, 2)
-beta = np.full(500, 0.01)                       # the fourth seed's constant p = 0.01
+beta = np.full(500, 0.01)                       # the DL4DS slides' constant p = 0.01
 chain = backend.to_numpy(forward.vp_chain(y0, beta, rng=rng))   # (501, N, 2), host
 mean_coef, std_coef = forward.vp_chain_marginal(beta)            # sqrt(ab_t), sqrt(1 - ab_t), t = 0..500
 
@@ -187,7 +187,7 @@ for ax, t in zip(axes, steps_1d):
     ax.set_title(f"t = {t}, " + r"$\bar\alpha_t$" + f" = {a * a:.3f}", fontsize=10)
     ax.set_xlabel("x")
 axes[0].legend(fontsize=8, loc="upper left")
-fig.suptitle(r"1-D VP chain with p = $\beta$ = 0.01 (fourth seed): $X_T=(\sqrt{1-p})^T X_0+\sum_i \sqrt{p}(\sqrt{1-p})^i u_{T-i}$"
+fig.suptitle(r"1-D VP chain with p = $\beta$ = 0.01 (DL4DS slides): $X_T=(\sqrt{1-p})^T X_0+\sum_i \sqrt{p}(\sqrt{1-p})^i u_{T-i}$"
              r" $\to$ N(0, 1)")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "01_vp_chain_1d.png"), dpi=100)

@@ -4,7 +4,7 @@
 
 Writes into DIR (default ``minidiff-out/demos``):
 
-- ``02_point_cloud_reversal.png``: the first seed's figure -- the cloud at t = 20, the reversed
+- ``02_point_cloud_reversal.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes -- the cloud at t = 20, the reversed
   end points on the swiss-roll sheet, a crop with the trajectories of a few points, and the
   distance to the surface along the way.
 - ``02_reversal_knobs.png``: what the two knobs do (neighbourhood size k, re-injected noise):
@@ -12,7 +12,7 @@ Writes into DIR (default ``minidiff-out/demos``):
 
 Full mode ~10 s on 2 cores; --fast ~3 s.
 
-The procedure (first seed; ``minidiff.reversal.reverse_point_clouds``). The forward walk
+The procedure (the lecture notes' ``minidiff.reversal.reverse_point_clouds``). The forward walk
 x^t = x^{t-1} + sigma_t w^t (``minidiff.forward.random_walk``) keeps every cloud. From a point x at
 time t:
 
@@ -54,7 +54,7 @@ step_sigmas = np.full(T, 0.12)                            # as in demo 01: s_20 
 traj = forward.random_walk(x0, step_sigmas, rng=rng)      # (T + 1, N, 3), every cloud kept
 
 # Reverse every point of the last cloud. k = 8 neighbours; noise_scale = 1 re-injects exactly the
-# forward step's sigma (the seed's "small covariance").
+# forward step's sigma (the lecture notes' "small covariance").
 rev = reverse_point_clouds(traj, step_sigmas, k=8, noise_scale=1.0, rng=2)
 path = backend.to_numpy(rev.path)                         # (T + 1, N, 3): path[20] = start, path[0] = end
 end = rev.path[0]

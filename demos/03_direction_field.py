@@ -8,9 +8,9 @@ Top row: the ideal denoiser of the training set (``minidiff.ideal.IdealDenoiser`
 MLP trained on the same points (``minidiff.training.fit``). Columns: sigma from small to large.
 Also writes ``03_training_loss.png`` (the loss curve of that MLP).
 
-This is the first seed's spiral figure ("predicted directions from random locations in 2D toward
+This is the spiral figure of the "Unit 10 – Diffusion Models" lecture notes ("predicted directions from random locations in 2D toward
 the manifold as a function of sigma"). Permenter & Yuan 2024: the arrow is the gradient step of the
-sigma-smoothed squared distance, sigma eps_hat = (1/2) grad_x dist^2_K(x, sigma) (MATH.md section 6).
+sigma-smoothed squared distance, sigma eps_hat = (1/2) grad_x dist^2_K(x, sigma) (docs/math.md §9).
 
 Runtime on 2 cores: full ~15-20 s (~15 s of it training the MLP, 4000 Adam steps; the trained model is
 cached in DIR as ``spiral_mlp_*.npz`` and reused by demos 04 and 05 -- delete it to retrain);
@@ -28,7 +28,7 @@ import numpy as np  # host-side plotting arrays only
 from minidiff import backend
 from minidiff.ideal import IdealDenoiser, dist
 from minidiff.samplers import denoise_once
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="direction field x0_hat - x at several sigma, ideal vs learned")
 parser.add_argument("--fast", action="store_true", help="tiny training run (for the smoke test)")

@@ -10,7 +10,7 @@ each sample's distance to its nearest and second-nearest training point, with th
 Runtime on 2 cores: full ~2-5 s if demo 03 already trained and cached the MLP in DIR (else add its
 ~15-20 s of training); --fast ~4 s.
 
-Why (Permenter & Yuan 2024; MATH.md section 6): for data uniform on a finite set K the loss
+Why (Permenter & Yuan 2024; docs/math.md §9): for data uniform on a finite set K the loss
 E|eps_hat(x0 + sigma eps, sigma) - eps|^2 has an exact minimiser, the ideal denoiser
     x0_hat(x, sigma) = sum_i softmax_i(-|x - x_i|^2 / (2 sigma^2)) x_i,
 and as sigma -> 0 the softmax picks the nearest x_i: every sampler run with it ends ON a training
@@ -30,7 +30,7 @@ from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="memorisation: ideal denoiser vs trained MLP")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")

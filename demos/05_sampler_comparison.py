@@ -17,7 +17,7 @@ Runtime on 2 cores: full ~5 s if demo 03 cached the MLP in DIR (else add ~15 s o
 --fast ~5 s.
 
 All samplers walk a decreasing grid sigma_0 = 80 > ... > sigma_{N-1} = 0.01 (log-linear), then 0
-(MATH.md section 5; ``minidiff.samplers``). With eps_i = eps_hat(x, s_i):
+(docs/math.md §8; ``minidiff.samplers``). With eps_i = eps_hat(x, s_i):
 
     DDIM                  x' = x - (s - s') eps_i                                  (gamma=1, mu=0)
     DDPM                  x' = x - (s - s_p) eps_i + sqrt(s'^2 - s_p^2) w,  s_p = s'^2/s   (gamma=1, mu=1/2)
@@ -38,7 +38,7 @@ from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
 from minidiff.samplers import CountingDenoiser, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="DDIM vs DDPM vs gradient estimation vs Heun vs DPM++(2M)")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")

@@ -7,7 +7,7 @@ cosine and scaled-linear schedules) and ``06_sigma_grids.png`` (the noise levels
 visits with log-linear, Karras, leading, trailing and linspace grids). Runs in ~2 s; the
 schedules are a few thousand float64 numbers, so --fast only shrinks T.
 
-The math (MATH.md sections 1-3, all in ``minidiff.schedules``):
+The math (docs/math.md §1-§2, all in ``minidiff.schedules``):
 
     alpha_bar_t = prod_{s<=t} (1 - beta_s)          alpha_bars(betas)
     sigma_t     = sqrt((1 - alpha_bar_t)/alpha_bar_t) sigmas_from_betas(betas)
@@ -67,7 +67,7 @@ for ax in axes:
 # What to see: the linear schedule's alpha_bar is ~0 for the last ~third of the steps (those steps
 # are "wasted" on pure noise); the cosine one falls evenly and its log-SNR is almost a straight
 # line -- Nichol & Dhariwal's point that information should be destroyed at an even rate.
-# The cosine sigma_max (~2e4 at T = 1000) comes from the clipped last beta (MATH.md section 2).
+# The cosine sigma_max (~2e4 at T = 1000) comes from the clipped last beta (docs/math.md §2).
 fig.suptitle(f"Three training schedules, T = {T}")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "06_schedules.png"), dpi=110)

@@ -7,9 +7,9 @@ Writes into DIR (default ``minidiff-out/demos``):
 - ``07_glyph_data.png``: training glyphs (``minidiff.datasets`` "glyphs16": digits rendered from a
   font with random rotation/scale/shift, pixels in [-1, 1]).
 - ``07_unet_samples.png``: 32 samples with 40 DDPM steps, the same noise with 40 DDIM steps, and with
-  only 5 steps (the second seed: "if we only use 5 sampling steps the characters don't look very
+  only 5 steps ("How diffusion models work": "if we only use 5 sampling steps the characters don't look very
   convincing").
-- ``07_denoising.gif``: the second seed's animation -- 16 samples, from pure noise to glyphs (DDPM, 40
+- ``07_denoising.gif``: the animation of "How diffusion models work" -- 16 samples, from pure noise to glyphs (DDPM, 40
   steps), with the model's current guess x0_hat beside them.
 - ``07_one_vs_many.png``: held-out glyphs noised to several sigma, then denoised in ONE step
   (``samplers.denoise_once``: x0_hat = x - sigma eps_hat) vs many DDIM steps from that sigma.
@@ -39,7 +39,7 @@ from matplotlib.animation import FuncAnimation, PillowWriter
 from minidiff import backend, datasets
 from minidiff.samplers import denoise_once, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="U-Net on 16x16 glyphs: samples, denoising GIF, one step vs many")
 parser.add_argument("--fast", action="store_true", help="tiny U-Net, 10 training steps (for the smoke test)")
@@ -104,7 +104,7 @@ show_grid(axes[2], x_few, nrow=4, title="same starting noise, DDPM 5 steps")
 # speckled, half-formed glyphs in a few slots: the deterministic path freezes in the model's errors at
 # large sigma (it saw sigma > 10 in only ~1/4 of its training steps), while DDPM's fresh noise washes
 # them out. With 5 steps the glyphs are faint and blurry: each step jumps too far for the model's
-# one-call estimate to be right (the second seed's "5 steps don't look convincing").
+# one-call estimate to be right ("How diffusion models work": 5 steps don't look convincing).
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "07_unet_samples.png"), dpi=100)
 plt.close(fig)

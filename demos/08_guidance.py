@@ -10,7 +10,7 @@ point's label) and their mean distance to the arms. Also ``08_training.png``: th
 Runtime on 2 cores: full ~20-25 s (two trainings: the conditional MLP ~17 s, the classifier ~3 s);
 --fast ~3 s (barely trained: the guidance effect is visible, the samples are rough).
 
-The math (MATH.md section 7; ``minidiff.guidance``):
+The math (docs/math.md §10; ``minidiff.guidance``):
 
 - Classifier-free (Ho & Salimans 2022): ONE network eps(x, sigma, y), trained with 10 % of the labels
   replaced by a null label, so it predicts both the conditional eps_c = eps(x, s, y) and the
@@ -37,7 +37,7 @@ from minidiff.guidance import classifier_free, classifier_guidance
 from minidiff.nn import Adam, NoiseAwareClassifier, cross_entropy
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.training import TrainConfig, fit
+from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="classifier-free and classifier guidance on spiral arms")
 parser.add_argument("--fast", action="store_true", help="tiny training runs (for the smoke test)")

@@ -33,6 +33,7 @@ from .nn import (  # noqa: F401
     TransformerBlock, UNetDenoiser, build_model, clip_grad_norm, cross_entropy, gradcheck, warmup_cosine_lr,
 )
 from .nn import load as load_checkpoint, save as save_checkpoint  # noqa: F401
+from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning  # noqa: F401
 from .reversal import Reversal, reverse_point_clouds  # noqa: F401
 from .samplers import (  # noqa: F401
     METHODS, CountingDenoiser, SamplerState, ddim_vp, ddpm_ancestral_vp, denoise_once, iter_sample, sample,
@@ -42,5 +43,6 @@ from .schedules import (  # noqa: F401
     karras_sigmas, linear_betas, log_linear_sigmas, log_snr, scaled_linear_betas, sigmas_from_alpha_bars,
     sigmas_from_betas, timesteps,
 )
+from .runs import TrainConfig, TrainResult, fit, load_data  # noqa: F401
 from .text import TextEncoder, Tokenizer  # noqa: F401
-from .training import NonFiniteLossError, TrainConfig, TrainResult, fit, load_data, train  # noqa: F401
+from .training import NonFiniteLossError, train  # noqa: F401

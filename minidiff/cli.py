@@ -137,7 +137,7 @@ def cmd_demo(args):
     """Train an MLP on the spiral with the built-in defaults, sample with the gradient-estimation
     sampler, write one figure and the metrics."""
     from . import datasets, plotting
-    from .training import TrainConfig, fit
+    from .runs import TrainConfig, fit
 
     if args.fast and args.steps is not None:
         raise UserError("--fast and --steps cannot be combined (--fast means 200 steps)")
@@ -183,7 +183,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .training import TrainConfig, fit, load_data
+    from .runs import TrainConfig, fit, load_data
 
     if args.model == "vae":
         return _train_vae(args)
@@ -191,7 +191,9 @@ def cmd_train(args):
     out = _out_file(args.out, "--out", (".npz",))
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train,
-                                   "sigma_max": args.sigma_max}.items() if v is not None}
+                                   "sigma_max": args.sigma_max, "parametrization": args.parametrization,
+                                   "sigma_data": args.sigma_data,
+                                   "sigma_distribution": args.sigma_distribution}.items() if v is not None}
     if args.model == "unet":
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
@@ -228,7 +230,7 @@ def _train_vae(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
-    from .training import TrainConfig, make_schedule
+    from .runs import TrainConfig, make_denoiser, make_schedule
 
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
@@ -251,7 +253,7 @@ def _load_for_sampling(path):
     shape = ck.extra.get("data_shape")
     if not isinstance(shape, list) or not shape or not all(isinstance(k, int) and 0 < k <= 2**16 for k in shape):
         raise UserError(f"checkpoint {path!r} does not record the data shape it was trained on")
-    return model, make_schedule(cfg), shape, cfg
+    return make_denoiser(model, cfg), make_schedule(cfg), shape, cfg  # eps-predictor for the samplers
 
 
 def cmd_sample(args):
@@ -298,7 +300,7 @@ def cmd_sample(args):
     if plot:
         train = None
         if len(shape) == 1:  # points: show the training data under the samples
-            from .training import load_data
+            from .runs import load_data
 
             try:
                 train, _ = load_data(cfg.dataset, min(cfg.n_train, 4000), cfg.seed)
@@ -344,7 +346,7 @@ def cmd_info(args):
 
 # ----------------------------------------------------------------------------- parser
 def build_parser():
-    from .training import TrainConfig
+    from .runs import TrainConfig
 
     D = TrainConfig()  # the built-in defaults, quoted in the help texts
     p = _Parser(prog="minidiff", description=DESCRIPTION)
@@ -380,6 +382,14 @@ def build_parser():
     t.add_argument("--n-train", type=pos, help=f"points drawn from a built-in dataset (default: {D.n_train})")
     t.add_argument("--seed", type=nonneg, help=f"random seed (default: {D.seed})")
     t.add_argument("--conditional", action="store_true", help="class-conditional (labelled datasets) (default: off)")
+    t.add_argument("--parametrization", choices=("eps", "x0", "v", "edm"),
+                   help="what the network predicts: eps, x0, v, or edm (the preconditioning of Karras et al. "
+                        f"2022) (default: {D.parametrization})")
+    t.add_argument("--sigma-data", type=_positive_float,
+                   help=f"data std per coordinate, for --parametrization edm (default: {D.sigma_data:g})")
+    t.add_argument("--sigma-distribution", choices=("schedule", "lognormal"),
+                   help="training noise levels: uniform on the schedule's grid, or ln sigma ~ N(-1.2, 1.2^2) "
+                        f"(default: {D.sigma_distribution})")
     t.add_argument("--checkpoint-every", type=nonneg, default=0,
                    help="also write the checkpoint every k steps; 0: only at the end (default: 0)")
     t.add_argument("--resume", action="store_true",

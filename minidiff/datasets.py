@@ -11,7 +11,7 @@ Every data set is an object with
   ``distance(x)`` (distance to it, shape (n,)); otherwise both raise NotImplementedError.
 
 Scale: the point sets live roughly in [-2, 2] with per-coordinate std ~1, so a default
-sigma_max ~80 dominates them (MATH.md §2: the terminal noise must dominate the data).
+sigma_max ~80 dominates them (docs/math.md §2: the terminal noise must dominate the data).
 
 Curve data sets (spiral, swiss roll, moons, circles, spiral arms) are clean 1-D curves by
 default (``noise=0``), so the distance to the manifold of generated samples is meaningful;
@@ -382,7 +382,7 @@ class Torus(Dataset):
 
 class SwissRoll3D(Dataset):
     """Swiss-roll sheet in R^3: (c1(t), h, c2(t)) with c the 2-D swiss roll and h in [-1, 1]
-    (the curved surface of the first seed's figure). Projection: the sheet is a product
+    (the curved surface in the figure of the "Unit 10 – Diffusion Models" lecture notes). Projection: the sheet is a product
     curve x interval, so project (x, z) onto the curve and clamp y (exact up to the curve
     search)."""
 

@@ -1,7 +1,7 @@
 r"""Forward (noising) processes, the VE <-> VP bridge, parametrisation conversions and the
 DDPM posterior.
 
-Two coordinate systems (MATH.md section 1):
+Two coordinate systems (docs/math.md §1):
 
 - VE, "sigma space" (the core of minidiff): ``x = x0 + sigma * eps``.
 - VP, "DDPM space": ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps``.
@@ -51,8 +51,9 @@ def _alpha_bar_like(alpha_bar, x, name="alpha_bar", allow_one=False):
 
 # ----------------------------------------------------------------------------- noising
 def add_noise_ve(x0, sigma, eps):
-    r"""VE forward marginal ``x = x0 + sigma * eps`` (Song et al. 2021b, Eq. 31;
-    Karras et al. 2022, Eq. 1). ``sigma``: float or (B,)."""
+    r"""VE forward marginal ``x = x0 + sigma * eps``: the perturbation kernel of the VE SDE
+    (Song et al. 2021b, Sec. 3.4) and the noising of Karras et al. 2022, Sec. 2 (their Eq. 1 is
+    the probability-flow ODE, not this); docs/math.md §1. ``sigma``: float or (B,)."""
     x0 = check_array(x0, "x0")
     eps = check_array(eps, "eps", shape=x0.shape, like=x0)
     return x0 + sigma_like(sigma, x0) * eps
@@ -200,7 +201,8 @@ def _noise_draws(noise, n_steps, shape, rng, xp, dtype):
 
 
 def random_walk(x0, sigmas, rng=None, noise=None):
-    r"""The first seed's forward diffusion of a point cloud, kept step by step:
+    r"""The forward diffusion of a point cloud in the "Unit 10 – Diffusion Models" lecture notes,
+    kept step by step (docs/math.md §3):
 
     .. math:: x_t = x_{t-1} + \sigma_t w_t, \qquad w_t \sim N(0, I),\ t = 1..T.
 
@@ -228,7 +230,8 @@ def random_walk_marginal_std(sigmas):
 
 
 def vp_chain(x0, betas, rng=None, noise=None):
-    r"""The fourth seed's VP (DDPM) forward chain, kept step by step (Ho et al. 2020, Eq. 2):
+    r"""The VP (DDPM) forward chain of the DL4DS lecture slides, kept step by step (Ho et al. 2020,
+    Eq. 2; docs/math.md §3):
 
     .. math:: x_t = \sqrt{1 - \beta_t}\, x_{t-1} + \sqrt{\beta_t}\, u_t, \qquad u_t \sim N(0, I).
 

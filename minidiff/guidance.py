@@ -1,9 +1,9 @@
 r"""Guidance: turn a conditional model or a classifier into a plain denoiser ``(x, sigma) -> eps``.
 
 Both functions return a callable with the samplers' calling convention, so any method of
-:mod:`minidiff.samplers` can be guided (MATH.md §7)::
+:mod:`minidiff.samplers` can be guided (docs/math.md §10)::
 
-    den = classifier_free(model, y, w=3.0)                    # Ho & Salimans 2022
+    den = classifier_free(model, y, w=3.0)                    # Ho & Salimans 2022 (w = 1: no guidance)
     den = classifier_guidance(uncond, classifier, y, scale=2)   # Dhariwal & Nichol 2021
     x0 = samplers.sample(den, sigmas, x)
 
@@ -34,12 +34,15 @@ def _check_batch(x, y):
 
 
 def classifier_free(cond_denoiser, y, w, null_label=None):
-    r"""Classifier-free guidance (Ho & Salimans 2022, Eq. 6; MATH.md §7)::
+    r"""Classifier-free guidance (Ho & Salimans 2022), in the Imagen / diffusers convention
+    (docs/math.md §10)::
 
         eps = eps_u + w (eps_c - eps_u),   eps_c = eps(x, s, y),  eps_u = eps(x, s, null)
 
     w = 1 is the conditional model, w = 0 the unconditional one, w > 1 extrapolates away from
-    the unconditional prediction. Both predictions come from ONE call of batch 2B with labels
+    the unconditional prediction. Ho & Salimans' Eq. 6 writes the same combination as
+    ``(1 + w') eps_c - w' eps_u`` with ``w' = w - 1``: their weight is one less than this one
+    (their w' = 0 is the plain conditional model). Both predictions come from ONE call of batch 2B with labels
     ``[y, null]`` (and the noise levels repeated when they are given per sample).
 
     Parameters
@@ -83,7 +86,7 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
 
 
 def classifier_guidance(denoiser, classifier, y, scale):
-    r"""Classifier guidance (Dhariwal & Nichol 2021, Alg. 2 in eps form; MATH.md §7)::
+    r"""Classifier guidance (Dhariwal & Nichol 2021, Alg. 2 in eps form; docs/math.md §10)::
 
         eps = eps_hat(x, s) - s * scale * grad_x log p(y | x, s)
 

@@ -3,7 +3,7 @@ r"""The ideal denoiser of a finite set, and exact projection / distance to that 
 For a finite training set K = {x_1, ..., x_n} and data drawn uniformly from K, the
 minimiser of the training loss E ||eps_hat(x0 + sigma eps, sigma) - eps||^2 is known in
 closed form (Permenter & Yuan 2024, "Interpreting and Improving Diffusion Models from an
-Optimization Perspective", ICML, Sec. 3; MATH.md §6):
+Optimization Perspective", ICML, Sec. 3; docs/math.md §9):
 
     w_i(x, sigma) = softmax_i( -||x - x_i||^2 / (2 sigma^2) )
     x0_hat(x, sigma) = sum_i w_i x_i
@@ -32,7 +32,7 @@ Numerics (why the code looks the way it does)
   s = sum exp(logit - m) and running weighted sum acc = sum exp(logit - m) x_i are rescaled by
   exp(m_old - m_new) whenever the max grows. Memory is O(B x chunk_size), never O(B x N).
 * Shifted logits are clamped at -80 before exp: float32 exp of arguments in about
-  [-103, -87] returns subnormals, which x86 processes ~40x slower (PERF.md). Those weights
+  [-103, -87] returns subnormals, which x86 processes ~40x slower (docs/performance.md §2). Those weights
   are < 2e-35 relative to the top one and vanish in every sum.
 * eps is formed as ((x - c) - (x0_hat - c)) / sigma in the recentred frame, so a query equal
   to a data point gives eps = 0 exactly even at sigma = 1e-6.
@@ -82,7 +82,7 @@ class IdealDenoiser:
     r"""Exact minimiser of the denoising loss for data uniform on a finite set K.
 
     ``denoiser(x, sigma) -> eps_hat`` with ``eps_hat = (x - sum_i w_i x_i) / sigma`` and
-    ``w = softmax(-||x - x_i||^2 / (2 sigma^2))`` (Permenter & Yuan 2024, Sec. 3; MATH.md §6).
+    ``w = softmax(-||x - x_i||^2 / (2 sigma^2))`` (Permenter & Yuan 2024, Sec. 3; docs/math.md §9).
 
     Parameters
     ----------

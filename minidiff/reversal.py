@@ -1,4 +1,5 @@
-r"""Non-parametric reversal of a point-cloud random walk (the first seed's experiment).
+r"""Non-parametric reversal of a point-cloud random walk (the experiment of the "Unit 10 –
+Diffusion Models" lecture notes).
 
 The forward random walk keeps every cloud: x^t = x^{t-1} + sigma_t w^t, t = 1..T, with
 trajectory[t] the cloud at time t (trajectory[0] = the data). Because every intermediate
@@ -10,7 +11,7 @@ cloud is stored, the walk can be reversed without any model: from a point x at t
 
 Cloud t-1 is on average closer to the data manifold than cloud t, so the local mean pulls
 x toward the manifold, and the Gaussian sample makes the end points new points rather than
-copies. ``noise_scale = 1`` re-injects exactly the forward step's sigma (the seed's "small
+copies. ``noise_scale = 1`` re-injects exactly the forward step's sigma (the lecture notes' "small
 covariance"); smaller values give tighter but less diverse end clouds.
 
 Failure modes, documented and reported:

@@ -7,7 +7,7 @@ with ``log1p``/``expm1`` and sums of logs. Hot code casts them once, e.g. by tur
 sampling grid into Python floats, or with :meth:`Schedule.sample_sigmas`, which draws
 on the device of the random generator.
 
-Conventions (MATH.md sections 1-3): training index ``t = 0..T-1``; ``alpha_bar_t`` is
+Conventions (docs/math.md §1-§2): training index ``t = 0..T-1``; ``alpha_bar_t`` is
 the inclusive product ``prod_{s<=t} (1 - beta_s)``; VE noise level
 ``sigma = sqrt((1 - alpha_bar) / alpha_bar)``. Sampling grids are strictly decreasing.
 """
@@ -164,7 +164,8 @@ def alpha_bars_from_sigmas(sigmas) -> np.ndarray:
 
 def log_snr(alpha_bar) -> np.ndarray:
     r"""Log signal-to-noise ratio ``lambda = log(alpha_bar / (1 - alpha_bar)) = -2 log sigma``
-    (Kingma et al. 2021, Variational Diffusion Models, Eq. 3)."""
+    (the SNR ``alpha^2 / sigma^2`` of Kingma et al. 2021, Variational Diffusion Models, Eq. 2,
+    in logs; docs/math.md §2)."""
     ab = _check_alpha_bars(alpha_bar)
     return np.log(ab) - np.log1p(-ab)
 
@@ -196,7 +197,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 
 
 def timesteps(n_steps: int, T: int = 1000, spacing: str = "leading", offset: int = 0) -> np.ndarray:
-    r"""Integer inference timesteps, descending (MATH.md section 3; Lin et al. 2024, Table 2).
+    r"""Integer inference timesteps, descending (docs/math.md §2; Lin et al. 2024, Table 2).
 
     - ``leading``:  ``arange(N) * (T // N) + offset``, reversed (N=50, T=1000: 980, ..., 0).
     - ``trailing``: ``round(T - i T/N) - 1``, i = 0..N-1, i.e. ``round(arange(T, 0, -T/N)) - 1``
@@ -330,12 +331,12 @@ class Schedule:
         ``p = p_data * N(0, sigma_max^2 I)``. By joint convexity of KL,
 
         .. math:: KL(p \,\|\, q) \le E_{x_0} KL(N(x_0, \sigma^2 I) \,\|\, N(0, \sigma^2 I))
-                  = rac{E\|x_0\|^2}{2 \sigma_{max}^2} = rac{\mathrm{rms}^2}{2 \sigma_{max}^2},
+                  = \frac{E\|x_0\|^2}{2 \sigma_{max}^2} = \frac{\mathrm{rms}^2}{2 \sigma_{max}^2},
 
         with ``data_rms = sqrt(E ||x0||^2)`` (the RMS norm of a data point, not per coordinate).
         A :class:`ScheduleWarning` is emitted when the bound exceeds ``max_kl`` nats (0.1 by
         default, i.e. ``data_rms / sigma_max > 0.45``). The classic bug it catches: a T = 50
-        linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.82``): the "noise" still
+        linear schedule leaves ``alpha_bar_T = 0.60`` (``sigma_max = 0.8115``): the "noise" still
         carries most of the signal (bound 0.76 nats for unit-RMS data).
         """
         data_rms = check_real(data_rms, "data_rms", 0.0, low_open=True)

@@ -16,7 +16,7 @@ PKG = pathlib.Path(minidiff.__file__).parent
 # Host modules: allowed to import numpy (and scipy), each for a stated reason.
 HOST_MODULES = {
     "backend.py": "it is the switch itself",
-    "schedules.py": "float64 schedule math on the host (MATH.md section 1)",
+    "schedules.py": "float64 schedule math on the host (docs/math.md §1)",
     "datasets.py": "toy data generation and glyph rendering (not a hot path)",
     "reversal.py": "scipy KD-tree neighbour search on the CPU path",
     "plotting.py": "matplotlib needs host arrays",

@@ -1,5 +1,5 @@
 """Forward processes, VE<->VP bridge, parametrisation round trips and the DDPM posterior
-(MATH.md sections 1 and 4).
+(docs/math.md §1 and §3).
 
 float64 identities are checked at 1e-10 relative (a few roundings of O(1) quantities);
 statistical checks use fixed seeds and CLT bounds stated next to each assertion.

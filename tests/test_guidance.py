@@ -1,5 +1,5 @@
 """Tests for minidiff.guidance: classifier-free guidance identities and call count, and classifier
-guidance against an analytic Gaussian-mixture classifier (MATH.md §7)."""
+guidance against an analytic Gaussian-mixture classifier (docs/math.md §10)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tests for minidiff.ideal: the properties of MATH.md §6, numerics at the extremes, bad input.
+"""Tests for minidiff.ideal: the properties of docs/math.md §9, numerics at the extremes, bad input.
 
 Reference values come from a direct float64 implementation written here (explicit differences
 x - x_i, no GEMM expansion, no chunking), never from the code under test.
@@ -177,7 +177,7 @@ def test_gradient_identity_by_central_differences(seed, ls):
 
 @given(seed=seeds, ls=st.floats(-0.5, 0.7))
 def test_jacobian_is_symmetric_psd_covariance(seed, ls):
-    """d x0_hat / dx = Cov_w(x_i) / sigma^2 (MATH.md §6)."""
+    """d x0_hat / dx = Cov_w(x_i) / sigma^2 (docs/math.md §9)."""
     K, x = cloud(seed, n=10, d=3, b=1)
     sigma = 10.0**ls
     den = IdealDenoiser(K)

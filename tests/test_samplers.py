@@ -1,5 +1,5 @@
 """Tests for minidiff.samplers: identities between the samplers, exact cases, convergence orders,
-statistical checks with CLT-justified bounds, and input validation (MATH.md §1, §3–§6)."""
+statistical checks with CLT-justified bounds, and input validation (docs/math.md §1, §3, §6-§9)."""
 import math
 
 import numpy as np
@@ -17,7 +17,7 @@ from minidiff.samplers import (
 
 
 def vp_schedule(T=1000):
-    """Linear betas (MATH.md §2), inline so this file does not depend on schedules.py."""
+    """Linear betas (docs/math.md §2), inline so this file does not depend on schedules.py."""
     betas = np.linspace(1e-4, 0.02, T)
     return np.exp(np.cumsum(np.log1p(-betas)))  # inclusive cumprod, in logs
 
@@ -47,7 +47,7 @@ def ve_from_vp(eps_vp, ab, ts):
 
 
 def point_denoiser(x0):
-    """Exact ideal denoiser of the single point x0: eps = (x - x0) / sigma (MATH.md §6)."""
+    """Exact ideal denoiser of the single point x0: eps = (x - x0) / sigma (docs/math.md §9)."""
     return lambda x, sigma: (x - x0) / sigma
 
 
@@ -176,7 +176,7 @@ def test_single_point_every_gamma_same_path(sigmas, gamma, seed):
 
 @pytest.mark.parametrize("mu", [0.0, 0.25, 0.5, 0.75, 0.95])
 def test_single_point_marginal_stays_gaussian(mu):
-    """For any mu the marginal after each step is exactly N(x0, s'^2 I) (MATH.md §6)."""
+    """For any mu the marginal after each step is exactly N(x0, s'^2 I) (docs/math.md §8)."""
     r = np.random.default_rng(1234)
     n, D = 20000, 2
     x0 = np.array([[0.3, -1.2]])
@@ -234,7 +234,7 @@ def test_stochastic_samplers_match_gaussian_moments(method):
 @pytest.mark.parametrize("method", ["ddpm", "reverse_sde"])
 def test_stochastic_samplers_follow_exact_variance_recursion(method):
     """On Gaussian data every step is affine: x' - m = k (x - m) + e w, so Var' = k^2 Var + e^2.
-    The recursion, written here from MATH.md §5 independently of the sampler, must match the
+    The recursion, written here from docs/math.md §8 independently of the sampler, must match the
     sampler's empirical variance, and it must approach c^2 (the discretisation bias bound)."""
     m, c = 0.7, 0.5
     sigmas = list(np.geomspace(80.0, 1e-3, 400)) + [0.0]

@@ -1,4 +1,4 @@
-"""Schedule identities (MATH.md sections 1-3), property-based over wide parameter ranges.
+"""Schedule identities (docs/math.md §1-§2), property-based over wide parameter ranges.
 
 Tolerances: everything is float64 host math. Products/sums of T <= 2000 terms carry
 relative errors of order T * 1e-16 ~ 1e-13; we allow 1e-10 relative, far above rounding
@@ -51,7 +51,7 @@ def beta_arrays(draw):
     "betas, s0, s_last",
     [
         (linear_betas(1000), 0.0100005, 157.40728),
-        # MATH.md's scaled-linear reference was computed with the linear range (1e-4, 0.02)
+        # a scaled-linear reference computed with the linear range (1e-4, 0.02)
         (scaled_linear_betas(1000, 1e-4, 0.02), 0.0100005, 36.911912),
         (cosine_betas(1000), 0.0064254128, 20291.17),
     ],
@@ -209,7 +209,7 @@ def test_t1000_reaches_standard_normal_and_short_schedule_is_flagged(make):
     # VP view: the terminal marginal of standardised data is N(0, 1) up to sqrt(ab_T) of signal
     assert math.sqrt(sch.alpha_bars[-1]) < 0.01
     short = Schedule.linear(T=50)
-    assert short.alpha_bars[-1] == pytest.approx(0.60, abs=0.01)  # MATH.md: ab_T = 0.60
+    assert short.alpha_bars[-1] == pytest.approx(0.60, abs=0.01)  # docs/math.md §2: ab_T = 0.6030
     with pytest.warns(ScheduleWarning, match="does not dominate"):
         short.check_terminal_noise(data_rms=1.0)
 

@@ -7,7 +7,7 @@ gradient w.r.t. the input and accumulates (``+=``) the parameter gradients.
 Image layout: the image layers (:class:`Conv2d`, :class:`GroupNorm`, :class:`Upsample`,
 :class:`Downsample`, :class:`ResBlock`) take **channels-last** arrays ``(B, H, W, C)``. With C innermost,
 an im2col patch is nine contiguous C-vectors and the convolution is one GEMM; NCHW im2col measured
-~2.4x slower here (PERF.md). :class:`~minidiff.nn.models.UNetDenoiser` accepts the usual NCHW and
+~2.4x slower here (docs/performance.md §4). :class:`~minidiff.nn.models.UNetDenoiser` accepts the usual NCHW and
 transposes once at entry and exit.
 
 Initialisation: weights ~ N(0, 1/fan_in) (LeCun normal), biases zero, norms gamma = 1, beta = 0.
@@ -127,7 +127,7 @@ class GELU(Module):
     ``y = x/2 (1 + tanh(u))``, ``u = c (x + a x^3)``, ``c = sqrt(2/pi)``, ``a = 0.044715``.
 
     Backward: ``dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)`` with ``t = tanh(u)``. The exact erf
-    form is not offered: erf is ~40x slower than the tanh form on CPU (PERF.md).
+    form is not offered: erf is ~40x slower than the tanh form on CPU (docs/performance.md §5).
     """
 
     _c = math.sqrt(2.0 / math.pi)

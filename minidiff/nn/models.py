@@ -4,7 +4,7 @@ Preconditioning (both denoisers): the network sees the VP-scaled input
 
     ``x_in = x / sqrt(1 + sigma^2)``
 
-(MATH.md §1: ``x_vp = sqrt(ab) x_ve`` with ``ab = 1 / (1 + sigma^2)``), so its input has roughly unit
+(docs/math.md §1: ``x_vp = sqrt(ab) x_ve`` with ``ab = 1 / (1 + sigma^2)``), so its input has roughly unit
 variance for unit-variance data at every sigma, and it predicts ``eps`` directly (Ho et al. 2020's
 parametrisation; Karras et al. 2022 call this factor ``c_in``). The noise level enters through
 :class:`~minidiff.nn.layers.SigmaEmbedding` of ``log(sigma)``. ``backward(d_eps_hat)`` returns the
@@ -62,7 +62,38 @@ class _Conditioning:
         return check_labels(y, "y", self.num_classes + 1, batch=B, like=self.class_emb.W.data)
 
 
-class MLPDenoiser(_Conditioning, Module):
+class _MLPTrunk:
+    """Mixin: the MLP trunk shared by :class:`MLPDenoiser` and :class:`NoiseAwareClassifier`.
+
+    Input ``h_0 = [x / sqrt(1 + sigma^2), e(sigma) (, extra)]``, then ``h_{l+1} = act(h_l W_l + b_l)``
+    for the hidden layers and a last linear layer without activation. The layers live in
+    ``self.linears`` and ``self.acts`` (so parameter names are ``linears.<i>.W``/``.b``)."""
+
+    def _build_trunk(self, width_in, hidden, width_out, activation, dt, rng):
+        widths = (width_in,) + tuple(hidden) + (width_out,)
+        self.linears = [Linear(a, b, dtype=dt, seed=rng) for a, b in zip(widths[:-1], widths[1:])]
+        self.acts = [make_activation(activation) for _ in hidden]
+
+    def _trunk_forward(self, x, sigma, extra=None):
+        """``x (B, dim)`` (checked by the caller) -> output of the last linear layer; caches ``c_in``."""
+        xp = backend.get_xp(x)
+        sig, c_in = _sigma_inputs(sigma, x)
+        parts = [x * c_in, self.sigma_emb.embed(sig)] + ([] if extra is None else [extra])  # sig validated
+        h = xp.concatenate(parts, axis=1)  # (B, dim + 2K_f [+ extra width])
+        for lin, act in zip(self.linears, self.acts):
+            h = act(lin(h))
+        self._c_in = c_in
+        return self.linears[-1](h)
+
+    def _trunk_backward(self, dout):
+        """Returns ``(dx, d_extra)``: the gradient w.r.t. ``x`` and w.r.t. the extra input columns."""
+        dh = self.linears[-1].backward(dout)
+        for lin, act in zip(reversed(self.linears[:-1]), reversed(self.acts)):
+            dh = lin.backward(act.backward(dh))
+        return dh[:, :self.dim] * self._c_in, dh[:, self.dim + self.sigma_emb.dim:]
+
+
+class MLPDenoiser(_Conditioning, _MLPTrunk, Module):
     r"""MLP noise predictor for points ``x (B, dim)``:
 
     ``h_0 = [x / sqrt(1 + sigma^2), e(sigma), c(y)]`` (concatenated), ``h_{l+1} = act(h_l W_l + b_l)``,
@@ -100,32 +131,19 @@ class MLPDenoiser(_Conditioning, Module):
         if self.num_classes is not None:
             self.class_emb = Embedding(self.num_classes + 1, class_dim, dtype=dt, seed=rng)
             width_in += class_dim
-        widths = (width_in,) + hidden + (self.dim,)
-        self.linears = [Linear(a, b, dtype=dt, seed=rng) for a, b in zip(widths[:-1], widths[1:])]
-        self.acts = [make_activation(activation) for _ in hidden]
+        self._build_trunk(width_in, hidden, self.dim, activation, dt, rng)
 
     def forward(self, x, sigma, y=None):
         x = check_array(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim, finite=False)
-        xp = backend.get_xp(x)
-        B = x.shape[0]
-        labels = self._labels(y, B, xp)
-        sig, c_in = _sigma_inputs(sigma, x)
-        parts = [x * c_in, self.sigma_emb.embed(sig)]  # sig validated by _sigma_inputs
-        if labels is not None:
-            parts.append(self.class_emb(labels))
-        h = xp.concatenate(parts, axis=1)  # (B, dim + 2K_f [+ class_dim])
-        for lin, act in zip(self.linears, self.acts):
-            h = act(lin(h))
-        self._c_in, self._conditional = c_in, labels is not None
-        return self.linears[-1](h)
+        labels = self._labels(y, x.shape[0], backend.get_xp(x))
+        self._conditional = labels is not None
+        return self._trunk_forward(x, sigma, None if labels is None else self.class_emb(labels))
 
     def backward(self, d_eps_hat):
-        dh = self.linears[-1].backward(d_eps_hat)
-        for lin, act in zip(reversed(self.linears[:-1]), reversed(self.acts)):
-            dh = lin.backward(act.backward(dh))
+        dx, d_class = self._trunk_backward(d_eps_hat)
         if self._conditional:
-            self.class_emb.backward(dh[:, self.dim + self.sigma_emb.dim:])
-        return dh[:, :self.dim] * self._c_in
+            self.class_emb.backward(d_class)
+        return dx
 
 
 class UNetDenoiser(_Conditioning, Module):
@@ -163,7 +181,12 @@ class UNetDenoiser(_Conditioning, Module):
                            emb_dim=emb_dim, num_classes=self.num_classes, num_frequencies=int(num_frequencies),
                            dtype=str(dt), seed=_seed_for_config(seed))
         widths = [base * m for m in mult]
-        for w in widths + [(widths + widths[-1:])[l + 1] + widths[l] for l in range(len(widths))]:
+        L = len(widths)
+        # up block l works at resolution l on concat(h, skip_l): h has the width of the level below
+        # (widths[-1] at the bottom, coming from the middle block), skip_l has widths[l]
+        self._split = [(widths + widths[-1:])[l + 1] for l in range(L)]  # channels of h in up block l
+        up_in = [self._split[l] + widths[l] for l in range(L)]
+        for w in widths + up_in:
             if w % groups:
                 raise ValueError(f"every width must be divisible by groups={groups}; widths {widths}")
         self.widths = widths
@@ -175,14 +198,10 @@ class UNetDenoiser(_Conditioning, Module):
         self.class_emb = Embedding(self.num_classes + 1, emb_dim, dtype=dt, seed=rng) if self.num_classes else None
         self.emb_act2 = SiLU()
         self.conv_in = Conv2d(self.channels, base, 3, dtype=dt, seed=rng)
-        L = len(widths)
         self.down_blocks = [ResBlock(([base] + widths)[l], widths[l], emb_dim, groups, dt, rng) for l in range(L)]
         self.downs = [Downsample() for _ in range(L - 1)]
         self.mid = ResBlock(widths[-1], widths[-1], emb_dim, groups, dt, rng)
-        # up_blocks[l] works at resolution l; its input is concat(h, skip_l) where h has widths[l + 1]
-        # channels (widths[-1] at the bottom, coming from the middle block).
-        self.up_blocks = [ResBlock((widths + [widths[-1]])[l + 1] + widths[l], widths[l], emb_dim, groups, dt, rng)
-                          for l in range(L)]
+        self.up_blocks = [ResBlock(up_in[l], widths[l], emb_dim, groups, dt, rng) for l in range(L)]
         self.ups = [Upsample() for _ in range(L - 1)]
         self.gn_out = GroupNorm(groups, widths[0], dtype=dt)
         self.act_out = SiLU()
@@ -213,13 +232,10 @@ class UNetDenoiser(_Conditioning, Module):
             if l < L - 1:
                 h = self.downs[l](h)
         h = self.mid(h, e)
-        self._split = []
         for l in reversed(range(L)):
-            self._split.append(h.shape[-1])
             h = self.up_blocks[l](xp.concatenate([h, skips[l]], axis=-1), e)  # channels: h | skip
             if l > 0:
                 h = self.ups[l - 1](h)
-        self._split.reverse()  # _split[l] = channels of h (before the skip) in up block l
         out = self.conv_out(self.act_out(self.gn_out(h)))
         self._c_in, self._conditional = c_in, labels is not None
         return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
@@ -254,7 +270,7 @@ class UNetDenoiser(_Conditioning, Module):
         return d.transpose(0, 3, 1, 2) * self._c_in  # (B, H, W, C) -> (B, C, H, W)
 
 
-class NoiseAwareClassifier(Module):
+class NoiseAwareClassifier(_MLPTrunk, Module):
     r"""Classifier ``p(y | x, sigma)`` on noisy points ``x (B, dim)``, for classifier guidance
     (Dhariwal & Nichol 2021, Sec. 4): an MLP on ``[x / sqrt(1 + sigma^2), e(sigma)]`` giving logits (B, K).
 
@@ -274,25 +290,14 @@ class NoiseAwareClassifier(Module):
                            seed=_seed_for_config(seed))
         rng = check_rng(seed, "seed")
         self.sigma_emb = SigmaEmbedding(num_frequencies, dtype=dt)
-        widths = (self.dim + self.sigma_emb.dim,) + hidden + (self.num_classes,)
-        self.linears = [Linear(a, b, dtype=dt, seed=rng) for a, b in zip(widths[:-1], widths[1:])]
-        self.acts = [make_activation(activation) for _ in hidden]
+        self._build_trunk(self.dim + self.sigma_emb.dim, hidden, self.num_classes, activation, dt, rng)
 
     def forward(self, x, sigma):
         x = check_array(x, "x", like=self.linears[0].W.data, ndim=2, last=self.dim, finite=False)
-        xp = backend.get_xp(x)
-        sig, c_in = _sigma_inputs(sigma, x)
-        h = xp.concatenate([x * c_in, self.sigma_emb.embed(sig)], axis=1)  # (B, dim + 2K_f)
-        for lin, act in zip(self.linears, self.acts):
-            h = act(lin(h))
-        self._c_in = c_in
-        return self.linears[-1](h)  # (B, K)
+        return self._trunk_forward(x, sigma)  # (B, K) logits
 
     def backward(self, dlogits):
-        dh = self.linears[-1].backward(dlogits)
-        for lin, act in zip(reversed(self.linears[:-1]), reversed(self.acts)):
-            dh = lin.backward(act.backward(dh))
-        return dh[:, :self.dim] * self._c_in
+        return self._trunk_backward(dlogits)[0]
 
     def grad_log_prob(self, x, sigma, y):
         """``d/dx log p(y | x, sigma)``, shape of ``x``. Parameter gradients are left as they were."""
@@ -337,8 +342,10 @@ def cross_entropy(logits, y):
 
 from .autoencoder import Autoencoder  # noqa: E402  (a model too: saved and rebuilt by checkpoints)
 from .dit import DiTDenoiser  # noqa: E402  (after _Conditioning and _sigma_inputs, which it uses)
+from .superres import SuperResDenoiser  # noqa: E402
 
-MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder, DiTDenoiser)}
+MODELS = {cls.__name__: cls for cls in (MLPDenoiser, UNetDenoiser, NoiseAwareClassifier, Autoencoder, DiTDenoiser,
+                                        SuperResDenoiser)}
 
 
 def build_model(kind_or_config, **kwargs):

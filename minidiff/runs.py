@@ -1,0 +1,295 @@
+"""Run management around :func:`minidiff.training.train`: configs, data, model and schedule
+factories, checkpoints and resume.
+
+:class:`TrainConfig` holds the built-in defaults (a good spiral model in about a minute on
+2 CPU cores); :func:`fit` builds data, model and schedule from it, runs the training generator
+with a progress bar and returns a :class:`TrainResult` with the EMA model for sampling.
+:func:`restore_run` and :func:`save_run` are the checkpoint side of ``train(resume=True)``.
+The algorithm itself (Ho et al. 2020, Algorithm 1) is in :mod:`minidiff.training`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from . import backend
+from ._validate import check_choice, check_positive_int
+from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning
+from .nn import build_model, load, save
+from .schedules import Schedule
+from .nn.checkpoint import NonFiniteCheckpointError
+from .training import NonFiniteLossError, _diverged, train
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
+           "restore_run", "save_run", "make_denoiser"]
+
+
+@dataclass
+class TrainConfig:
+    """Built-in defaults: a good spiral model in about a minute on 2 CPU cores."""
+
+    dataset: str = "spiral"  # a minidiff.datasets name, or a path to a .npy/.csv file of points
+    n_train: int = 4000  # points drawn from a built-in dataset (ignored for files)
+    model: str = "mlp"  # "mlp" (points) or "unet" (images)
+    hidden: tuple = (128, 128, 128, 128)  # MLP widths; 4 x 128 SiLU fits a 2-D curve well
+    base_channels: int = 32  # U-Net width at full resolution
+    channel_mult: tuple = (1, 2)  # U-Net width multipliers per resolution
+    conditional: bool = False  # train p(x | y) with label dropout (needs a labelled dataset)
+    label_dropout: float = 0.1  # share of labels replaced by the null label (classifier-free guidance)
+    schedule: str = "log_linear"  # linear | scaled_linear | cosine | log_linear | karras
+    sigma_min: float = 0.005  # for log_linear/karras: below the spiral's local detail
+    sigma_max: float = 80.0  # for log_linear/karras: >> data RMS norm (~1.3), see check_terminal_noise
+    T: int = 1000  # training grid size
+    steps: int = 4000  # optimiser steps
+    batch_size: int = 512  # points per step
+    lr: float = 2e-3  # peak Adam learning rate
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 1e-5  # final learning rate
+    weight_decay: float = 0.0  # AdamW-style decoupled weight decay (0 = plain Adam)
+    grad_clip: float = 1.0  # clip the global gradient norm (<= 0 disables)
+    ema_decay: float = 0.995  # EMA of the weights, used for sampling
+    loss_weighting: str = "none"  # "none", or "min_snr" (Hang et al. 2023, gamma = 5; eps only)
+    parametrization: str = "eps"  # what the network predicts: eps | x0 | v | edm (minidiff.precond)
+    sigma_data: float = 0.5  # data std per coordinate, for parametrization="edm" (Karras et al. 2022)
+    sigma_distribution: str = "schedule"  # training sigmas: "schedule" (uniform on the grid) | "lognormal"
+    p_mean: float = -1.2  # lognormal: mean of ln sigma (Karras et al. 2022, Table 1)
+    p_std: float = 1.2  # lognormal: std of ln sigma
+    checkpoint_every: int = 0  # write a checkpoint every k steps (0: only at the end)
+    seed: int = 0  # seeds data, init, and every step's draws
+    dtype: str = "float32"  # model dtype
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.n_train, "n_train")
+        check_positive_int(self.T, "T", minimum=2)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay}")
+        if self.model not in ("mlp", "unet"):
+            raise ValueError(f"model must be 'mlp' or 'unet'; got {self.model!r}")
+        if self.loss_weighting not in ("none", "min_snr"):
+            raise ValueError(f"loss_weighting must be 'none' or 'min_snr'; got {self.loss_weighting!r}")
+        check_choice(self.parametrization, "parametrization", PARAMETRIZATIONS)
+        check_choice(self.sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
+        LogNormalSigmas(self.p_mean, self.p_std)  # validates both
+        Preconditioning(self.parametrization, self.sigma_data)  # validates sigma_data
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild a config from :func:`config_dict`'s output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the trained model, its EMA copy (use it to sample), the data,
+    the schedule and the per-step loss history."""
+
+    model: object
+    ema_model: object
+    data: object
+    labels: object
+    schedule: Schedule
+    config: TrainConfig
+    losses: list = field(default_factory=list)
+    seconds: float = 0.0
+    denoiser: object = None  # eps_hat(x, sigma[, y]) for the samplers: ema_model, preconditioned if not eps
+
+
+def load_data(name_or_path: str, n: int, seed: int, conditional: bool = False):
+    """``(data, labels)`` on the default backend: a built-in dataset by name (``n`` samples),
+    or a user's ``.npy`` (array of points or images) / ``.csv`` (points, one per row) file."""
+    from . import datasets, fileio  # host modules; imported here so training stays light
+
+    xp = backend.get_xp()
+    if os.path.splitext(str(name_or_path))[1].lower() in (".npy", ".csv"):
+        if conditional:
+            raise ValueError("conditional training needs a labelled built-in dataset; files carry no labels")
+        arr = fileio.load_points_file(name_or_path)  # host array
+        return backend.asarray(arr, dtype="float64"), None
+    ds = datasets.get_dataset(name_or_path)
+    rng = backend.default_rng(seed, xp=xp)
+    if conditional:
+        if not getattr(ds, "num_classes", None):
+            raise ValueError(f"dataset {name_or_path!r} has no labels; conditional training needs one "
+                             f"(e.g. 'spiral_arms')")
+        x, y = ds.sample(n, rng, return_labels=True)
+        return x, y
+    return ds.sample(n, rng), None
+
+
+def make_model(cfg: TrainConfig, data, num_classes=None):
+    """Build the model ``cfg`` names for data of this shape (checks model/data pairing)."""
+    if cfg.model == "mlp":
+        if data.ndim != 2:
+            raise ValueError(f"model 'mlp' needs points of shape (N, D); the data has shape "
+                             f"{tuple(data.shape)} -- use --model unet for images")
+        return build_model("MLPDenoiser", dim=int(data.shape[1]), hidden=list(cfg.hidden),
+                           num_classes=num_classes, dtype=cfg.dtype, seed=cfg.seed)
+    if data.ndim != 4:
+        raise ValueError(f"model 'unet' needs images of shape (N, C, H, W); the data has shape "
+                         f"{tuple(data.shape)} -- use --model mlp for points")
+    return build_model("UNetDenoiser", channels=int(data.shape[1]), base_channels=cfg.base_channels,
+                       channel_mult=list(cfg.channel_mult), num_classes=num_classes, dtype=cfg.dtype,
+                       seed=cfg.seed)
+
+
+def make_schedule(cfg: TrainConfig) -> Schedule:
+    """The training :class:`Schedule` the config names (sigma range used by log_linear/karras)."""
+    if cfg.schedule in ("log_linear", "karras"):
+        return Schedule.from_name(cfg.schedule, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, T=cfg.T)
+    return Schedule.from_name(cfg.schedule, T=cfg.T)
+
+
+def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bool = True,
+        data=None, labels=None, resume: bool = False, callback=None) -> TrainResult:
+    """Train with ``config`` (default: :class:`TrainConfig`'s built-in defaults) and return a
+    :class:`TrainResult` with the model and its EMA copy. ``data``/``labels`` override the
+    config's dataset. ``callback(metrics)`` is called after every step. A tqdm progress bar
+    shows loss and steps/s when ``progress``.
+
+    With ``checkpoint_path`` and ``resume=True`` it is also a cache: a missing file means
+    train from scratch, a finished run with the same config is loaded without training, and
+    an interrupted one continues. ``losses`` always holds the whole history."""
+    cfg = config or TrainConfig()
+    if data is None:
+        data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
+    num_classes = None
+    if cfg.conditional:
+        if labels is None:
+            raise ValueError("conditional=True needs labels")
+        num_classes = int(backend.to_numpy(labels).max()) + 1  # host copy once, at set-up
+    model = make_model(cfg, data, num_classes)
+    schedule = make_schedule(cfg)
+    xp = backend.get_xp(data)
+    flat = data.reshape(data.shape[0], -1)  # (N, D)
+    rms = float(xp.sqrt(xp.mean(xp.sum(flat * flat, axis=1))))  # RMS norm of a data point
+    schedule.check_terminal_noise(data_rms=rms)  # warns if N(0, sigma_max^2) is far from p_T
+
+    gen = train(model, data, schedule, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                labels=labels, label_dropout=cfg.label_dropout if cfg.conditional else 0.0,
+                warmup_steps=cfg.warmup_steps, min_lr=cfg.min_lr, weight_decay=cfg.weight_decay,
+                grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, loss_weighting=cfg.loss_weighting,
+                seed=cfg.seed, checkpoint_path=checkpoint_path, checkpoint_every=cfg.checkpoint_every,
+                config=config_dict(cfg), resume=resume, parametrization=cfg.parametrization,
+                sigma_data=cfg.sigma_data, sigma_distribution=cfg.sigma_distribution, p_mean=cfg.p_mean,
+                p_std=cfg.p_std)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="train", unit="step", leave=False)
+    recent, t0, done = [], time.perf_counter(), None
+    try:
+        while True:
+            try:
+                m = next(gen)
+            except StopIteration as stop:
+                done = stop.value
+                break
+            recent = (recent + [m["loss"]])[-25:]
+            if callback is not None:
+                callback(m)
+            if bar is not None:
+                if bar.n == 0 and m["step"] > 1:
+                    bar.update(m["step"] - 1)  # resumed run
+                bar.update(1)
+                if m["step"] % 25 == 0 or m["step"] == cfg.steps:
+                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    ema, losses = done["ema"], done["losses"]
+    ema_model = build_model(type(model).__name__, **model.config)
+    if ema is not None:
+        ema.copy_to(ema_model)
+    else:
+        ema_model.load_state_dict(model.state_dict())
+    ema_model.eval()
+    return TrainResult(model=model, ema_model=ema_model, data=data, labels=labels, schedule=schedule,
+                       config=cfg, losses=losses, seconds=time.perf_counter() - t0,
+                       denoiser=make_denoiser(ema_model, cfg))
+
+
+def make_denoiser(model, cfg: TrainConfig):
+    """The eps-predictor the samplers take: ``model`` itself for ``parametrization="eps"``, else the model
+    wrapped in :class:`~minidiff.precond.PreconditionedDenoiser` (docs/quality.md §3)."""
+    if cfg.parametrization == "eps":
+        return model
+    return PreconditionedDenoiser(model, Preconditioning(cfg.parametrization, cfg.sigma_data))
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """``cfg`` as a JSON-able dict (tuples as lists), as stored in checkpoints."""
+    d = asdict(cfg)
+    d["hidden"] = list(cfg.hidden)
+    d["channel_mult"] = list(cfg.channel_mult)
+    return d
+
+
+# ----------------------------------------------------------------------------- checkpoints and resume
+# config fields a resumed run may change: bookkeeping, and the step count (resuming a finished run
+# with more steps continues it; the cosine decay then stretches to the new count)
+_BOOKKEEPING = {"checkpoint_every", "steps"}
+# train() arguments stored in every checkpoint and compared on resume (a mismatch is refused)
+_RESUME_ARGS = ("batch_size", "lr", "warmup_steps", "min_lr", "weight_decay", "grad_clip", "ema_decay",
+                "loss_weighting", "label_dropout", "parametrization", "sigma_data", "sigma_distribution",
+                "p_mean", "p_std")
+
+
+def save_run(path, model, opt, ema, config, step, seed, losses, data_shape, train_args):
+    """Write a training checkpoint: model, optimiser, EMA, config, the run's step/seed/losses and the
+    optimiser settings of :func:`~minidiff.training.train`; refused (NonFiniteLossError) if a weight
+    is NaN/inf."""
+    try:
+        save(path, model, optimizer=opt, ema=ema, config=config,
+             extra={"step": int(step), "seed": int(seed), "losses": [float(v) for v in losses],
+                    "data_shape": [int(k) for k in data_shape], "train_args": train_args})
+    except NonFiniteCheckpointError:  # finite loss, but the update made some weight NaN/inf
+        raise NonFiniteLossError(_diverged("weights", "NaN/inf", step, path)) from None
+
+
+def restore_run(path, model, opt, ema, *, seed: int, steps: int, config: dict | None, train_args: dict):
+    """Load the checkpoint at ``path`` into ``model``/``opt``/``ema`` for ``train(resume=True)``;
+    returns ``(step reached, loss history)``. Everything is validated before the model is touched,
+    so a refused resume (different seed, config or optimiser settings, or a checkpoint beyond
+    ``steps``) changes nothing."""
+    ck = load(path)
+    if not isinstance(ck.extra, dict) or not isinstance(ck.extra.get("step"), int):
+        raise ValueError(f"resume: {path!s} was not written by train() (no step count in it)")
+    start = ck.extra["step"]
+    if int(ck.extra.get("seed", seed)) != int(seed):
+        raise ValueError(f"resume: checkpoint was trained with seed {ck.extra.get('seed')}, not {seed}")
+    diff = [] if config is None or ck.config is None else sorted(
+        k for k in set(config) | set(ck.config)
+        if k not in _BOOKKEEPING and config.get(k) != ck.config.get(k))
+    if diff:
+        raise ValueError(f"resume: {path!s} was trained with a different config "
+                         f"(fields {diff}); train to another checkpoint path, or start afresh")
+    stored = ck.extra.get("train_args")  # absent in checkpoints written before it was recorded
+    if isinstance(stored, dict):
+        changed = sorted(k for k in _RESUME_ARGS if k in stored and stored[k] != train_args[k])
+        if changed:
+            raise ValueError(f"resume: {path!s} was trained with different optimiser settings "
+                             + ", ".join(f"{k}={stored[k]!r} (now {train_args[k]!r})" for k in changed)
+                             + "; pass the same settings, or train to another checkpoint path")
+    if start > steps:
+        raise ValueError(f"resume: the checkpoint is at step {start}, beyond steps={steps}")
+    model.load_state_dict(ck.model.state_dict())
+    if ck.optimizer_state is not None:
+        opt.load_state_dict(ck.optimizer_state)
+    if ema is not None and ck.ema_state is not None:
+        ema.load_state_dict(ck.ema_state)
+    return start, list(ck.extra.get("losses", []))
