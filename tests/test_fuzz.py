@@ -90,16 +90,21 @@ class Arr(Slot):
 
 
 class Real(Slot):
-    def __init__(self, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real in [low, high] (open ends with low_open/high_open); ``allowed``: extra valid values
+    (None, inf) taken out of the bad set."""
+
+    def __init__(self, value, low=None, high=None, low_open=False, high_open=False, allowed=()):
         self.value, self.low, self.high, self.low_open, self.high_open = value, low, high, low_open, high_open
+        self.allowed = allowed
 
     def valid(self):
         return self.value
 
     @property
     def bad(self):
-        wrong = [st.sampled_from(NOT_VALUES + [True, 1 + 2j, math.nan, math.inf, -math.inf, np.array([1.0]),
-                                               np.complex64(1)])]
+        wrong = [st.sampled_from([v for v in NOT_VALUES + [True, 1 + 2j, math.nan, math.inf, -math.inf,
+                                                           np.array([1.0]), np.complex64(1)]
+                                  if not any(v is a or v == a for a in self.allowed if not isinstance(v, np.ndarray))])]
         if self.low is not None:
             wrong.append(st.floats(-1e300, self.low, exclude_max=not self.low_open, allow_nan=False))
         if self.high is not None:
@@ -122,6 +127,20 @@ class Int(Slot):
         if self.high is not None:
             wrong.append(st.integers(self.high + 1, 2**70))
         return st.one_of(wrong)
+
+
+class Name(Slot):
+    """Any non-empty str."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def valid(self):
+        return self.value
+
+    @property
+    def bad(self):
+        return st.sampled_from([None, 1, True, b"x", ["a"]])
 
 
 class Choice(Slot):
@@ -158,21 +177,24 @@ class Rng(Slot):
 
 
 class Labels(Slot):
-    def __init__(self, B, K):
-        self.B, self.K = B, K
+    def __init__(self, B, K, fixed_batch=True, none_ok=False, shape=None):
+        self.B, self.K, self.fixed_batch, self.none_ok = B, K, fixed_batch, none_ok
+        self.shape = (B,) if shape is None else shape
 
     def valid(self):
-        return np.arange(self.B, dtype=np.int64) % self.K
+        return np.arange(math.prod(self.shape), dtype=np.int64).reshape(self.shape) % self.K
 
     @property
     def bad(self):
         v = self.valid
-        return st.one_of(st.sampled_from(NOT_VALUES + [1.5, list(range(self.B))]),
-                         st.builds(lambda: v().astype(np.float64)),
-                         st.builds(lambda: np.arange(self.B + 1) % self.K),
-                         st.builds(lambda: v()[None]),
-                         st.builds(lambda: np.full(self.B, -1)),
-                         st.builds(lambda: np.full(self.B, self.K + 5)))
+        wrong = [st.sampled_from([w for w in NOT_VALUES + [1.5, list(range(self.B))] if not (w is None and self.none_ok)]),
+                 st.builds(lambda: v().astype(np.float64)),
+                 st.builds(lambda: v()[None]),
+                 st.builds(lambda: np.full(self.shape, -1)),
+                 st.builds(lambda: np.full(self.shape, self.K + 5))]
+        if self.fixed_batch:
+            wrong.append(st.builds(lambda: np.arange(self.B + 1) % self.K))
+        return st.one_of(wrong)
 
 
 class Grid(Slot):
@@ -357,7 +379,7 @@ SPECS = {
                           extreme=[{"rho": 0.1, "sigma_max": 1e15}, {"rho": 100.0, "sigma_min": 1e-15}]),
     "timesteps": Spec(md.timesteps, n_steps=Int(5, 1, 100), T=Int(100, 1, 10**6), spacing=Choice("leading"),
                       offset=Int(0, 0, 19)),  # leading: 4 * (100 // 5) + offset <= 99
-    "Schedule": Spec(md.Schedule, sigmas=Grid([0.1, 1.0, 10.0], 1e-15, 1e15), name=Choice("custom")),
+    "Schedule": Spec(md.Schedule, sigmas=Grid([0.1, 1.0, 10.0], 1e-15, 1e15), name=Name("custom")),
     "Schedule.sample_sigmas": Spec(lambda n, rng, dtype: md.Schedule.log_linear(T=10).sample_sigmas(n, rng, dtype),
                                    n=Int(4, 1), rng=Rng(), dtype=Dtype()),
     "Schedule.sampling_sigmas": Spec(lambda steps, spacing, final_zero: md.Schedule.log_linear(T=50).sampling_sigmas(
@@ -366,7 +388,7 @@ SPECS = {
         data_rms, max_kl), data_rms=Real(1.0, 0.0, None, True), max_kl=Real(0.1, 0.0, None, True)),
     "Schedule.from_name": Spec(lambda name: md.Schedule.from_name(name, T=10), name=Choice("cosine")),
     # ideal denoiser
-    "IdealDenoiser": Spec(md.IdealDenoiser, data=X((8, D)), chunk_size=Int(4, 1)),
+    "IdealDenoiser": Spec(md.IdealDenoiser, data=X((8, D), ndim_fixed=False), chunk_size=Int(4, 1)),
     "IdealDenoiser.__call__": Spec(lambda x, sigma: ideal()(x, sigma), x=X(), sigma=sigma(),
                                    extreme=[{"sigma": 1e-15}, {"sigma": 1e15}]),
     "IdealDenoiser.x0_hat": Spec(lambda x, sigma: ideal().x0_hat(x, sigma), x=X(), sigma=sigma()),
@@ -378,16 +400,17 @@ SPECS = {
     "denoise_once": Spec(md.denoise_once, denoiser=Fn(ideal), x=X(), sigma=sigma()),
     "sample": Spec(lambda denoiser, sigmas, x, method, gamma: md.sample(denoiser, sigmas, x, method=method, gamma=gamma),
                    denoiser=Fn(ideal), sigmas=Grid(SIG_GRID, 0.0, 1e15), x=X(), method=Choice("family"),
-                   gamma=Real(2.0, 0.0, 1e6, True)),
+                   gamma=Real(2.0, 0.0, 1e6, True, allowed=(None,))),
     "iter_sample": Spec(lambda denoiser, sigmas, x, mu, rng, final_noise: list(md.iter_sample(
         denoiser, sigmas, x, mu=mu, rng=rng, final_noise=final_noise)), denoiser=Fn(ideal),
         sigmas=Grid(SIG_GRID, 0.0, 1e15), x=X(), mu=Real(0.5, 0.0, 1.0, False, True), rng=Rng(),
         final_noise=Real(0.0, 0.0, 1e15)),
     "ddpm_ancestral_vp": Spec(md.ddpm_ancestral_vp, eps_model_vp=Fn(lambda: eps_model),
                               alpha_bars=Grid(ALPHA_BARS, 0.0, 1.0), timesteps=Const(lambda: np.array([9, 5, 0])),
-                              x_T=X(), rng=Rng()),
+                              x_T=X(ndim_fixed=False), rng=Rng()),
     "ddim_vp": Spec(md.ddim_vp, eps_model_vp=Fn(lambda: eps_model), alpha_bars=Grid(ALPHA_BARS, 0.0, 1.0),
-                    timesteps=Const(lambda: np.array([9, 5, 0])), x_T=X(), eta=Real(0.5, 0.0, 1.0), rng=Rng()),
+                    timesteps=Const(lambda: np.array([9, 5, 0])), x_T=X(ndim_fixed=False), eta=Real(0.5, 0.0, 1.0),
+                    rng=Rng()),
     "CountingDenoiser": Spec(md.CountingDenoiser, denoiser=Fn(ideal)),
     # guidance
     "classifier_free": Spec(lambda cond_denoiser, y, w: md.classifier_free(cond_denoiser, y, w)(X().valid(), 0.5),
@@ -401,7 +424,7 @@ SPECS = {
                               chunk_size=Int(3, 1)),
     "sliced_wasserstein": Spec(md.sliced_wasserstein, a=X(), b=X((6, D)), n_projections=Int(8, 1), rng=Rng(),
                                chunk_size=Int(3, 1)),
-    "mmd_rbf": Spec(md.mmd_rbf, a=X(), b=X((6, D)), bandwidth=Real(1.0, 1e-150, 1e150), chunk_size=Int(3, 1),
+    "mmd_rbf": Spec(md.mmd_rbf, a=X(), b=X((6, D)), bandwidth=Real(1.0, 1e-150, 1e150, allowed=(None,)), chunk_size=Int(3, 1),
                     extreme=[{"bandwidth": 1e-150}, {"bandwidth": 1e150}]),
     "precision_recall": Spec(md.precision_recall, real=X((8, D)), fake=X((8, D)), k=Int(2, 1, 7),
                              chunk_size=Int(3, 1)),
@@ -437,7 +460,8 @@ SPECS = {
     "Upsample.__call__": Spec(lambda x: nn.Upsample()(x), x=X((1, 2, 2, 3), finite=False)),
     "Downsample.__call__": Spec(lambda x: nn.Downsample()(x), x=X((1, 4, 4, 3), finite=False)),
     "Embedding": Spec(nn.Embedding, num_embeddings=Int(4, 1, 2**16), dim=Int(3, 1, 2**16), dtype=Dtype()),
-    "Embedding.__call__": Spec(lambda labels: nn.Embedding(3, 2, dtype="float64")(labels), labels=Labels(B, 3)),
+    "Embedding.__call__": Spec(lambda labels: nn.Embedding(3, 2, dtype="float64")(labels),
+                               labels=Labels(B, 3, fixed_batch=False)),
     "SigmaEmbedding": Spec(nn.SigmaEmbedding, num_frequencies=Int(4, 1, 4096),
                            min_frequency=Real(0.25, 0.0, 1e6, True), dtype=Dtype()),
     "SigmaEmbedding.__call__": Spec(lambda sigma: nn.SigmaEmbedding(dtype="float64")(sigma),
@@ -449,7 +473,7 @@ SPECS = {
     "MLPDenoiser": Spec(lambda dim, activation, dtype, seed: nn.MLPDenoiser(dim, (8,), activation, dtype=dtype, seed=seed),
                         dim=Int(2, 1, 2**16), activation=Choice("silu"), dtype=Dtype(), seed=Rng()),
     "MLPDenoiser.__call__": Spec(lambda x, sigma, y: mlp(num_classes=3)(x, sigma, y),
-                                 x=X(finite=False), sigma=sigma(), y=Labels(B, 4),
+                                 x=X(finite=False), sigma=sigma(), y=Labels(B, 4, none_ok=True),
                                  extreme=[{"sigma": 1e-15}, {"sigma": 1e15}]),
     "UNetDenoiser": Spec(lambda channels, base_channels: nn.UNetDenoiser(channels, base_channels, (1,), groups=2),
                          channels=Int(1, 1, 2**16), base_channels=Int(4, 1, 2**16)),
@@ -460,12 +484,59 @@ SPECS = {
                                                x=X(finite=False), sigma=sigma(), y=Labels(B, 3)),
     "build_model": Spec(lambda kind: nn.build_model(kind, dim=2, hidden=[4]), kind=Choice("MLPDenoiser")),
     "cross_entropy": Spec(nn.cross_entropy, logits=X((B, 3)), y=Labels(B, 3)),
+    # nn: attention, text, DiT, autoencoder (other engineers' modules, fuzzed with the same kinds)
+    "MultiHeadAttention": Spec(lambda dim, num_heads, dtype: nn.MultiHeadAttention(dim, num_heads, dtype=dtype),
+                               dim=Int(8, 1, 2**16), num_heads=Int(2, 1, 8), dtype=Dtype()),
+    "MultiHeadAttention.__call__": Spec(lambda x: nn.MultiHeadAttention(4, 2, dtype="float64", seed=0)(x),
+                                        x=X((2, 3, 4), finite=False)),
+    "FeedForward": Spec(lambda dim, hidden_dim, activation: nn.FeedForward(dim, hidden_dim, activation),
+                        dim=Int(4, 1, 2**16), hidden_dim=Int(8, 1, 2**16), activation=Choice("gelu")),
+    "FeedForward.__call__": Spec(lambda x: nn.FeedForward(4, 8, dtype="float64", seed=0)(x),
+                                 x=X((2, 3, 4), finite=False, ndim_fixed=False)),
+    "TransformerBlock": Spec(lambda dim, num_heads: nn.TransformerBlock(dim, num_heads), dim=Int(8, 1, 2**16),
+                             num_heads=Int(2, 1, 8)),
+    "TransformerBlock.__call__": Spec(lambda x: nn.TransformerBlock(4, 2, dtype="float64", seed=0)(x),
+                                      x=X((2, 3, 4), finite=False)),
+    "Tokenizer": Spec(lambda max_length: md.Tokenizer(["[PAD]", "[UNK]", "[NULL]", "a", "b"], max_length),
+                      max_length=Int(4, 1)),
+    "Tokenizer.encode": Spec(lambda unknown: md.Tokenizer(["[PAD]", "[UNK]", "[NULL]", "a", "b"], 4).encode(
+        ["a b", "c"], unknown), unknown=Choice("unk")),
+    "TextEncoder": Spec(lambda vocab_size, max_length, dim: md.TextEncoder(vocab_size, max_length, dim, depth=1,
+                                                                           num_heads=2),
+                        vocab_size=Int(6, 1), max_length=Int(4, 1), dim=Int(8, 1, 2**16)),
+    "TextEncoder.__call__": Spec(lambda ids: md.TextEncoder(6, 4, 8, depth=1, num_heads=2, dtype="float64")(ids),
+                                 ids=Labels(2, 6, fixed_batch=False, shape=(2, 3))),
+    "DiTBlock": Spec(lambda dim, num_heads: nn.DiTBlock(dim, num_heads), dim=Int(8, 1, 2**16), num_heads=Int(2, 1, 8)),
+    "DiTDenoiser": Spec(lambda channels, image_size, patch_size: nn.DiTDenoiser(channels, image_size, patch_size, dim=8,
+                                                                                depth=1, num_heads=2),
+                        channels=Int(1, 1, 2**16), image_size=Int(4, 1, 2**16), patch_size=Int(2, 1, 4)),
+    "DiTDenoiser.__call__": Spec(lambda x, sigma: nn.DiTDenoiser(1, 4, 2, dim=8, depth=1, num_heads=2,
+                                                                dtype="float64")(x, sigma),
+                                 x=X((2, 1, 4, 4), finite=False), sigma=sigma()),
+    "Autoencoder": Spec(lambda channels, latent_channels: nn.Autoencoder(channels, latent_channels, 4, (1,)),
+                        channels=Int(1, 1, 2**16), latent_channels=Int(2, 1, 2**16)),
+    "Autoencoder.encode": Spec(lambda x: nn.Autoencoder(1, 2, 4, (1,), dtype="float64").encode(x),
+                               x=X((2, 1, 4, 4), finite=False)),
+    "SuperResDenoiser": Spec(lambda channels, factor: nn.SuperResDenoiser(channels, factor, 4, (1,), groups=2),
+                             channels=Int(1, 1, 2**16), factor=Int(2, 1, 64)),
+    "SuperResDenoiser.__call__": Spec(lambda x, sigma, low_res: nn.SuperResDenoiser(
+        1, 2, 4, (1,), groups=2, dtype="float64")(x, sigma, low_res), x=X((2, 1, 4, 4), finite=False), sigma=sigma(),
+        low_res=X((2, 1, 2, 2), finite=False)),
+    # preconditioning
+    "Preconditioning": Spec(md.Preconditioning, kind=Choice("edm"), sigma_data=Real(0.5, 0.0, None, True)),
+    "PreconditionedDenoiser": Spec(md.PreconditionedDenoiser, model=Fn(mlp),
+                                   precond=Fn(lambda: md.Preconditioning("edm"))),
+    "PreconditionedDenoiser.__call__": Spec(lambda x, sigma: md.PreconditionedDenoiser(
+        mlp(), md.Preconditioning("edm"))(x, sigma), x=X(finite=False), sigma=sigma()),
+    "LogNormalSigmas": Spec(md.LogNormalSigmas, p_mean=Real(-1.2, -30.0, 30.0), p_std=Real(1.2, 0.0, 10.0, True)),
+    "LogNormalSigmas.sample_sigmas": Spec(lambda n, rng, dtype: md.LogNormalSigmas().sample_sigmas(n, rng, dtype),
+                                          n=Int(4, 1), rng=Rng(), dtype=Dtype()),
     # nn: optimisation
     "SGD": Spec(nn.SGD, params=Const(params), lr=Real(0.1, 0.0, 1e3), momentum=Real(0.9, 0.0, 1.0, False, True)),
     "Adam": Spec(nn.Adam, params=Const(params), lr=Real(0.1, 0.0, 1e3), eps=Real(1e-8, 0.0, 1.0, True),
                  weight_decay=Real(0.0, 0.0, 1e3)),
     "AdamW": Spec(nn.AdamW, params=Const(params), lr=Real(0.1, 0.0, 1e3), weight_decay=Real(0.01, 0.0, 1e3)),
-    "clip_grad_norm": Spec(nn.clip_grad_norm, params=Const(with_grads), max_norm=Real(1.0, 0.0, None, True)),
+    "clip_grad_norm": Spec(nn.clip_grad_norm, params=Const(with_grads), max_norm=Real(1.0, 0.0, None, True, allowed=(math.inf,))),
     "warmup_cosine_lr": Spec(nn.warmup_cosine_lr, step=Int(3, 0), total_steps=Int(10, 1), base_lr=Real(0.1, 0.0, 1e3),
                              warmup_steps=Int(2, 0), min_lr=Real(0.0, 0.0, 1e3)),
     "EMA": Spec(nn.EMA, model=Fn(mlp), decay=Real(0.9, 0.0, 1.0, False, True)),
@@ -478,7 +549,7 @@ SPECS = {
     "train": Spec(lambda data, lr, batch_size, grad_clip, seed: list(md.train(
         mlp(), data, md.Schedule.log_linear(T=10), steps=2, lr=lr, batch_size=batch_size, grad_clip=grad_clip,
         seed=seed)), data=X((16, D)), lr=Real(1e-3, 0.0, 1e3, True), batch_size=Int(4, 1, 2**24),
-        grad_clip=Real(1.0), seed=Int(0, 0, 2**31 - 1)),
+        grad_clip=Real(1.0, allowed=(None,)), seed=Int(0, 0, 2**31 - 1)),
     "TrainConfig": Spec(lambda lr, steps, grad_clip, sigma_max: md.TrainConfig(lr=lr, steps=steps, grad_clip=grad_clip,
                                                                               sigma_max=sigma_max),
                         lr=Real(0.01, 0.0, 1e3, True), steps=Int(10, 1), grad_clip=Real(1.0),
