@@ -30,7 +30,7 @@ def train_super_resolution(model: SuperResDenoiser, data, schedule, *, steps: in
     r"""Train ``model`` on high-resolution images ``data (N, C, H, W)``; yield per-step metrics.
 
     The eps loss of Ho et al. 2020 (Alg. 1), conditioned on ``low_aug = downsample_mean(x0) + s_aug eps'``
-    with ``s_aug ~ U(0, aug_max)`` per sample (Ho et al. 2021, Sec. 3.2, Gaussian conditioning
+    with ``s_aug ~ U(0, aug_max)`` per sample (Ho et al. 2021, Sec. 3, Gaussian conditioning
     augmentation): :math:`L = \frac{1}{BD}\sum_b \|\hat\epsilon_b - \epsilon_b\|^2`. Adam with warm-up and
     cosine decay. Yields ``step``, ``loss``, ``seconds``; returns the optimiser."""
     xp = backend.get_xp(data)
