@@ -58,8 +58,9 @@ def train_autoencoder(ae: Autoencoder, data, *, steps: int, batch_size: int = 64
     opt = optimizer if optimizer is not None else Adam(ae.parameters(), lr=lr)
     ae.train()
     t0 = time.perf_counter()
+    rng = backend.CounterRNG(int(seed), xp=xp)  # one generator, stream ``step`` per step (docs/backends.md §2)
     for step in range(start, steps):
-        rng = backend.default_rng((int(seed) << 32) | step, xp=xp)
+        rng.at(step)
         x = data[rng.integers(0, n, size=batch_size)]  # (B, C, H, W)
         noise = rng.standard_normal((batch_size,) + ae.latent_shape(x.shape[1:]), dtype=dtype)
         x_hat = ae(x, noise=noise)
