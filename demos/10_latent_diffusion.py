@@ -12,8 +12,8 @@ Writes into DIR (default ``minidiff-out/demos``):
 - ``10_cost.png``: measured seconds per training step and per sample, pixel space against latent space, for
   the same denoiser architecture.
 
-Runtime on 2 CPU cores (busy machine, load ~10): full ~5 minutes (VAE 500 steps, latent U-Net 800 steps),
-both cached in DIR so a second run takes ~30 s (delete ``10_*.npz`` to retrain). --fast: a few seconds with
+Runtime on 2 CPU cores: full ~17 minutes measured on a very busy machine (load 12-17: VAE 500 steps in 4 min,
+latent U-Net 800 steps), both cached in DIR so a second run takes ~1 min (delete ``10_*.npz`` to retrain). --fast: a few seconds with
 tiny models trained for a handful of steps (figures are produced, samples are noise).
 """
 # %% [markdown]
