@@ -19,12 +19,13 @@ import math
 
 from .. import backend
 from .._validate import (
+    MAX_SIZE,
     check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
     sigma_like,
 )
 from .module import Module, Parameter
 
-MAX_WIDTH = 2**16  # largest width/channel count accepted (a 2**16 x 2**16 float32 weight is 16 GB)
+MAX_WIDTH = MAX_SIZE  # largest width/channel count accepted (see _validate.MAX_SIZE)
 
 __all__ = [
     "Linear", "ReLU", "SiLU", "GELU", "Tanh", "LayerNorm", "GroupNorm", "Conv2d", "Upsample",
