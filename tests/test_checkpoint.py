@@ -5,14 +5,12 @@ import os
 import numpy as np
 import pytest
 
+from device_helpers import D, H
 from minidiff import backend
 from minidiff.nn import EMA, Adam, MLPDenoiser, UNetDenoiser, checkpoint, load, save
 
-
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    with backend.use_backend("numpy"):
-        yield
+# Models, inputs and checkpoints live on the run's backend (the device under the strict CuPy stand-in);
+# files are host data either way.
 
 
 def trained(model, steps=3):
@@ -20,7 +18,7 @@ def trained(model, steps=3):
     ema = EMA(model, decay=0.9)
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        x = rng.standard_normal((4,) + model_input_shape(model)).astype(np.float32)
+        x = D(rng.standard_normal((4,) + model_input_shape(model)).astype(np.float32))
         out = model(x, 0.5)
         opt.zero_grad()
         model.backward(out)
@@ -43,7 +41,7 @@ def test_save_load_identical_outputs(tmp_path, make):
     path = tmp_path / "ckpt.npz"
     save(path, model, optimizer=opt, ema=ema, config={"lr": 1e-2}, extra={"step": 3, "losses": [1.0, 0.5]})
     ck = load(path)
-    x = np.random.default_rng(5).standard_normal((3,) + model_input_shape(model)).astype(np.float32)
+    x = D(np.random.default_rng(5).standard_normal((3,) + model_input_shape(model)).astype(np.float32))
     assert np.array_equal(ck.model(x, 0.7), model(x, 0.7))  # bitwise: same weights, same code
     assert ck.config == {"lr": 1e-2} and ck.extra == {"step": 3, "losses": [1.0, 0.5]}
     assert ck.model_class == type(model).__name__ and ck.model.config == model.config

@@ -383,8 +383,8 @@ def _im2col_into(out, xpad, k: int, s: int, Ho: int, Wo: int):
 
     In channels-last memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a
     single stride-1 axis and the patches are a strided view of ``xpad`` (``as_strided``, no copy):
-    the whole im2col is one copy with runs of kC. Where the array module has no ``lib.stride_tricks``
-    (the strict CuPy stand-in of the tests), the same result comes from k*k strided slice copies."""
+    the whole im2col is one copy with runs of kC (NumPy and CuPy both have ``lib.stride_tricks``). Where
+    an array module lacks it, the same result comes from k*k strided slice copies."""
     xp = backend.get_xp(xpad)
     B, _, _, C = xpad.shape
     tricks = getattr(getattr(xp, "lib", None), "stride_tricks", None)
