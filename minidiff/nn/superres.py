@@ -4,7 +4,7 @@ See docs/latent.md §4.
 The second stage of a cascade predicts the noise of a high-resolution image ``x`` given a low-resolution
 one. The low-resolution image is upsampled to full size and concatenated to ``x`` as extra channels (Ho et
 al. 2021, Sec. 2 and Fig. 3); during training it is corrupted with Gaussian noise of a random level
-``s_aug`` ("conditioning augmentation", their Sec. 3.2), and the network is told that level, here as one
+``s_aug`` ("conditioning augmentation", their Sec. 3), and the network is told that level, here as one
 more constant channel. At sampling time the first stage's output is augmented with a small fixed level,
 which hides the first stage's artefacts from the second (the train/test mismatch that augmentation
 fixes).
