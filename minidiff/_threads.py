@@ -3,7 +3,7 @@
 NumPy's OpenBLAS starts one thread per core and spins them between calls. On a small machine shared
 by several jobs, a 2-thread GEMM must wait until both of its threads get a core at once: measured on a
 2-core machine at load average ~9, a U-Net training step took 2.7-3.9 s with 2 BLAS threads and
-0.91-0.94 s with 1 (docs/performance.md). With the machine to itself, 2 threads run the GEMMs about
+0.91-0.94 s with 1 (docs/performance.md §3). With the machine to itself, 2 threads run the GEMMs about
 twice as fast. So the default is
 
     threads = max(1, cores - round(1-minute load average))

@@ -39,6 +39,10 @@ EXPECTED = {
     "09_text_to_glyph.py": (["09_prompt_grid.png", "09_one_step_vs_sampler.png", "09_denoising.gif",
                              "09_guidance_sweep.png", "09_heldout.png", "09_cross_attention.png"],
                             ["t2i", "captioned", "text", "guidance"]),
+    "10_latent_diffusion.py": (["10_reconstructions.png", "10_latent_space.png", "10_prior_vs_ldm.png",
+                                "10_cost.png"], ["latent", "runs", "samplers", "nn"]),
+    "11_dit_vs_unet.py": (["11_loss_vs_time.png", "11_samples.png"], ["training", "runs", "samplers", "nn"]),
+    "12_super_resolution.py": (["12_cascade.png", "12_held_out.png"], ["cascade", "runs", "samplers", "nn"]),
 }
 MIN_BYTES = 5_000  # a saved empty figure is ~2-4 kB; every real figure here is >= 50 kB
 
