@@ -575,6 +575,12 @@ NOT_FUZZED = {
     "load_data": "reads user files: tested in test_cli_bad_input",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
+    "GlyphReader": "a classifier with the denoisers' validators (check_array, check_positive_int); its shapes "
+                   "and bad input are tested in test_reader",
+    "TextConditionedDenoiser": "wraps a TextEncoder and a denoiser that validate their own inputs; prompts "
+                               "and ids are tested in test_t2i",
+    "generate": "prompts (unknown words, too long, empty) and sizes are tested in test_t2i",
+    "load_text_model": "a checkpoint loader: = load_checkpoint plus a class check",
 }
 
 
