@@ -4,19 +4,22 @@
 
 Writes into DIR (default ``minidiff-out/demos``):
 
-- ``01_random_walk_3d.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes -- a swiss-roll sheet in R^3, points
-  sampled on it, and the cloud after 5, 10 and 20 random-walk steps; plus the measured spread
-  against its closed form.
+- ``01_random_walk_3d.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes -- a
+  swiss-roll sheet in R^3, points sampled on it, and the cloud after 5, 10 and 20 random-walk
+  steps; plus the measured spread against its closed form.
 - ``01_random_walk_3d.gif``: the same walk, one frame per step.
-- ``01_vp_chain_2d.png``: the figure of "How diffusion models work" -- the VP (DDPM) chain carries a 2-D spiral
-  to N(0, I); top row samples, bottom row the exact marginal density q(x_t).
+- ``01_vp_chain_2d.png``: the figure of "How diffusion models work" -- the VP (DDPM) chain carries a
+  2-D spiral to N(0, I); top row samples, bottom row the exact marginal density q(x_t).
 - ``01_vp_chain_1d.png``: the 1-D example of the DL4DS lecture slides, beta = p = 0.01 -- histograms of x_t
   against the closed-form marginal density.
 
 Full mode ~12 s on 2 cores; --fast ~4 s (fewer points, coarser grids, a 6-frame GIF).
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -30,15 +33,18 @@ from minidiff import backend, datasets, forward
 parser = argparse.ArgumentParser(description="forward diffusion: random walk in 3-D and the VP chain in 1-D/2-D")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
 n_points = 400 if args.fast else 1500   # points diffused
 grid_res = 50 if args.fast else 120     # density grid for the 2-D marginal
 rng = backend.default_rng(0)            # all randomness comes from this generator
 
-# ============================================================================= 1. random walk in R^3
-# The forward diffusion of the "Unit 10 – Diffusion Models" lecture notes: start from points on a manifold K and repeatedly add noise,
+# %% [markdown]
+# ## 1. random walk in R^3
+#
+# The forward diffusion of the "Unit 10 – Diffusion Models" lecture notes: start from points on a
+# manifold K and repeatedly add noise,
 #
 #     x_t = x_{t-1} + sigma_t w_t,    w_t ~ N(0, I),   t = 1..T          (forward.random_walk)
 #
@@ -46,6 +52,8 @@ rng = backend.default_rng(0)            # all randomness comes from this generat
 # s_t^2 = sigma_1^2 + ... + sigma_t^2                                     (forward.random_walk_marginal_std)
 # Here sigma_t is constant (0.12), so s_20 = 0.12 sqrt(20) ~ 0.54: comparable to the gap between the
 # sheets of the roll, which is why the roll is unrecognisable at t = 20.
+
+# %%
 surface = datasets.get_dataset("swiss_roll_3d")       # the sheet (c1(u), h, c2(u)), h in [-1, 1]
 x0 = surface.sample(n_points, rng=rng)                 # (N, 3) points ON the manifold
 T_walk = 20
@@ -109,7 +117,9 @@ anim = FuncAnimation(fig, draw, frames=frames)
 anim.save(os.path.join(args.out, "01_random_walk_3d.gif"), writer=PillowWriter(fps=4), dpi=70)
 plt.close(fig)
 
-# ============================================================================= 2. VP chain in 2-D
+# %% [markdown]
+# ## 2. VP chain in 2-D
+#
 # The DDPM forward chain (Ho et al. 2020, Eq. 2) shrinks as it adds noise, so the variance stays bounded:
 #
 #     x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) u_t,   u_t ~ N(0, I)     (forward.vp_chain)
@@ -118,6 +128,12 @@ plt.close(fig)
 # (forward.vp_chain_marginal returns the two coefficients). So the marginal density is a blurred,
 # shrunk copy of the data:  q(x_t) = mean_i N(x_t; sqrt(ab_t) x0_i, (1 - ab_t) I)   (exact for our
 # finite sample x0_i), and as ab_t -> 0 it becomes N(0, I) whatever the data was.
+#
+# What to see: the noise std grows like sqrt(t beta) at first, so the spiral's turns (0.5 apart) merge
+# already by t ~ 20; by t = 60 only a lopsided blob is left; at t = 500 (ab = 0.0066) samples and
+# density are indistinguishable from N(0, I) -- the point a sampler starts from.
+
+# %%
 spiral = datasets.get_dataset("spiral")
 y0 = spiral.sample(n_points, rng=rng)           # (N, 2)
 beta = np.full(500, 0.01)                       # the DL4DS slides' constant p = 0.01
@@ -153,18 +169,19 @@ for k, t in enumerate(steps_2d):
         axes[row, k].set_yticks([])
 axes[0, 0].set_ylabel("samples $x_t$ (vp_chain)")
 axes[1, 0].set_ylabel("marginal density")
-# What to see: the noise std grows like sqrt(t beta) at first, so the spiral's turns (0.5 apart) merge
-# already by t ~ 20; by t = 60 only a lopsided blob is left; at t = 500 (ab = 0.0066) samples and
-# density are indistinguishable from N(0, I) -- the point a sampler starts from.
 fig.suptitle(r"VP chain $x_t=\sqrt{1-\beta}\,x_{t-1}+\sqrt{\beta}\,u_t$, $\beta$ = 0.01: a spiral becomes N(0, I)")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "01_vp_chain_2d.png"), dpi=100)
 plt.close(fig)
 
-# ============================================================================= 3. VP chain in 1-D
+# %% [markdown]
+# ## 3. VP chain in 1-D
+#
 # A three-mode 1-D data distribution (a Gaussian mixture, so q(x_t) has a closed form too):
 # component k has mean m_k, std tau_k, weight w_k; after t steps the component becomes
 # N(sqrt(ab_t) m_k, ab_t tau_k^2 + (1 - ab_t)) -- the data's own spread shrinks, the noise fills in.
+
+# %%
 m = np.array([-2.0, 0.5, 2.5])
 tau = np.array([0.15, 0.3, 0.1])
 w = np.array([0.3, 0.5, 0.2])

@@ -4,9 +4,9 @@
 
 Writes into DIR (default ``minidiff-out/demos``):
 
-- ``02_point_cloud_reversal.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes -- the cloud at t = 20, the reversed
-  end points on the swiss-roll sheet, a crop with the trajectories of a few points, and the
-  distance to the surface along the way.
+- ``02_point_cloud_reversal.png``: the figure of the "Unit 10 – Diffusion Models" lecture notes --
+  the cloud at t = 20, the reversed end points on the swiss-roll sheet, a crop with the
+  trajectories of a few points, and the distance to the surface along the way.
 - ``02_reversal_knobs.png``: what the two knobs do (neighbourhood size k, re-injected noise):
   distance to the surface against novelty (distance to the nearest original point).
 
@@ -25,8 +25,11 @@ the Gaussian draw makes the end points new points rather than copies of the data
 intermediate cloud -- impossible for real data, which is why diffusion models learn the direction
 instead (demo 03).
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -40,13 +43,16 @@ from minidiff.reversal import reverse_point_clouds
 parser = argparse.ArgumentParser(description="non-parametric reversal of a 3-D random walk")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
 n_points = 600 if args.fast else 2500
 rng = backend.default_rng(1)
 
-# ----------------------------------------------------------------------------- 1. forward, then back
+# %% [markdown]
+# ## 1. forward, then back
+
+# %%
 surface = datasets.get_dataset("swiss_roll_3d")
 x0 = surface.sample(n_points, rng=rng)                    # (N, 3), on the sheet
 T = 20
@@ -72,7 +78,16 @@ print(f"mean distance to the surface: start (t=20) {d_start['mean']:.3f} -> end 
 print(f"end points: median distance to the nearest original point {np.median(nn_end):.3f} "
       f"(the data's own nearest-neighbour spacing: {np.median(nn_data):.3f})")
 
-# ----------------------------------------------------------------------------- 2. the figure
+# %% [markdown]
+# ## 2. the figure
+#
+# What to see: the end points lie on the sheet (both layers of the roll are recovered and the inner
+# turn is not smeared into the outer one), yet they are not the original points: each is a
+# mean of neighbours plus fresh noise. Reversal tracks the forward curve in the right panel: the local
+# mean undoes one forward step at a time. With noise_scale = 1 the last step adds noise of size
+# sigma_1 = 0.12 back on, so the end cloud sits ~0.1 off the surface -- the price of novelty.
+
+# %%
 manifold = backend.to_numpy(surface.sample(3000 if args.fast else 8000, rng=rng))
 
 
@@ -115,21 +130,27 @@ ax.set(xlabel="t", ylabel="mean distance to the surface", title="distance to the
 ax.invert_xaxis()  # read left to right as the reversal runs: t = 20 -> 0
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
-# What to see: the end points lie on the sheet (both layers of the roll are recovered and the inner
-# turn is not smeared into the outer one), yet they are not the original points: each is a
-# mean of neighbours plus fresh noise. Reversal tracks the forward curve in the right panel: the local
-# mean undoes one forward step at a time. With noise_scale = 1 the last step adds noise of size
-# sigma_1 = 0.12 back on, so the end cloud sits ~0.1 off the surface -- the price of novelty.
 fig.suptitle("Reversing the random walk with the stored clouds: local inverse-distance means + Gaussian draws")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "02_point_cloud_reversal.png"), dpi=100)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 3. the knobs
+# %% [markdown]
+# ## 3. the knobs
+#
 # Two failure modes (documented in minidiff.reversal): k too large averages a wide region (points are
 # pulled inward, off the roll); no noise (noise_scale = 0) copies the forward clouds' structure back.
 # We sweep both and plot closeness (mean distance to the surface) against novelty (median distance to
 # the nearest original data point; 0 = copies).
+#
+# What to see: without noise, k = 1 walks each point back onto an ORIGINAL data point (novelty 0,
+# distance 0: pure memorisation, by construction); larger k gives new points but drifts off the
+# surface (over-smoothing: k = 64 averages across a wide patch). With noise the end cloud's distance
+# to the surface is set by the very last draw, ~ noise_scale * sigma_1 * 0.8 (the normal component of
+# a 3-D Gaussian step), and k hardly matters: the re-injected noise buys novelty at a fixed cost in
+# closeness. (Demo 05's final_noise / DDPM sampler make the same trade.)
+
+# %%
 fig, ax = plt.subplots(figsize=(7, 5))
 for noise_scale, marker in [(0.0, "o"), (0.5, "s"), (1.0, "^")]:
     pts = []
@@ -149,12 +170,6 @@ ax.set(xlabel="novelty: median distance to the nearest original point",
        title="Reversal knobs: closeness vs novelty")
 ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
-# What to see: without noise, k = 1 walks each point back onto an ORIGINAL data point (novelty 0,
-# distance 0: pure memorisation, by construction); larger k gives new points but drifts off the
-# surface (over-smoothing: k = 64 averages across a wide patch). With noise the end cloud's distance
-# to the surface is set by the very last draw, ~ noise_scale * sigma_1 * 0.8 (the normal component of
-# a 3-D Gaussian step), and k hardly matters: the re-injected noise buys novelty at a fixed cost in
-# closeness. (Demo 05's final_noise / DDPM sampler make the same trade.)
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "02_reversal_knobs.png"), dpi=100)
 plt.close(fig)

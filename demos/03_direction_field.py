@@ -5,19 +5,23 @@
 Writes ``03_direction_field.png``: a grid of query points x in the plane, and for each an arrow
 from x to the denoiser's estimate of the clean point, x0_hat(x, sigma) = x - sigma eps_hat(x, sigma).
 Top row: the ideal denoiser of the training set (``minidiff.ideal.IdealDenoiser``); bottom row: an
-MLP trained on the same points (``minidiff.training.fit``). Columns: sigma from small to large.
+MLP trained on the same points (``minidiff.runs.fit``). Columns: sigma from small to large.
 Also writes ``03_training_loss.png`` (the loss curve of that MLP).
 
-This is the spiral figure of the "Unit 10 – Diffusion Models" lecture notes ("predicted directions from random locations in 2D toward
-the manifold as a function of sigma"). Permenter & Yuan 2024: the arrow is the gradient step of the
-sigma-smoothed squared distance, sigma eps_hat = (1/2) grad_x dist^2_K(x, sigma) (docs/math.md §9).
+This is the spiral figure of the "Unit 10 – Diffusion Models" lecture notes ("predicted directions
+from random locations in 2D toward the manifold as a function of sigma"). Permenter & Yuan 2024:
+the arrow is the gradient step of the sigma-smoothed squared distance,
+sigma eps_hat = (1/2) grad_x dist^2_K(x, sigma) (docs/math.md §9).
 
 Runtime on 2 cores: full ~15-20 s (~15 s of it training the MLP, 4000 Adam steps; the trained model is
 cached in DIR as ``spiral_mlp_*.npz`` and reused by demos 04 and 05 -- delete it to retrain);
 --fast ~4 s (a barely trained MLP: its arrows are only roughly right).
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -27,20 +31,24 @@ import numpy as np  # host-side plotting arrays only
 
 from minidiff import backend
 from minidiff.ideal import IdealDenoiser, dist
-from minidiff.samplers import denoise_once
 from minidiff.runs import TrainConfig, fit
+from minidiff.samplers import denoise_once
 
 parser = argparse.ArgumentParser(description="direction field x0_hat - x at several sigma, ideal vs learned")
 parser.add_argument("--fast", action="store_true", help="tiny training run (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
-# ----------------------------------------------------------------------------- 1. data and a trained MLP
+# %% [markdown]
+# ## 1. data and a trained MLP
+#
 # 300 points on a spiral (a 1-D curve in R^2); an MLP with 4 hidden layers of 128 SiLU units. The training loss (Ho et al. 2020, Alg. 1, sigma space):
 #     x0 ~ data, sigma ~ schedule, eps ~ N(0, I),  x = x0 + sigma eps,  L = mean ||eps_hat(x, sigma) - eps||^2
-# minidiff.training.fit runs it with Adam, a warm-up + cosine learning rate, and an EMA of the weights.
+# minidiff.runs.fit runs it with Adam, a warm-up + cosine learning rate, and an EMA of the weights.
 # sigma_max = 80 >> the spiral's diameter (4), so sampling from N(0, 80^2 I) starts from pure noise.
+
+# %%
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,
                   steps=150 if args.fast else 4000, lr=2e-3, warmup_steps=50 if args.fast else 100,
                   sigma_min=0.005, sigma_max=80.0, seed=0)
@@ -54,11 +62,26 @@ if result.seconds > 1.0:
 data = data.astype("float32")  # the model computes in float32
 ideal = IdealDenoiser(data)    # eps*(x, sigma) = (x - sum_i w_i x_i)/sigma, w = softmax(-|x - x_i|^2 / 2 sigma^2)
 
-# ----------------------------------------------------------------------------- 2. the field on a grid
+# %% [markdown]
+# ## 2. the field on a grid
+#
 # Where does the network know anything? It only ever saw inputs x = x0 + sigma eps. For a training point
 # x0, |sigma eps| < 2.45 sigma with probability 95 % in 2-D, so at this sigma the training inputs fill
 # the band {x : dist_K(x) < 2.45 sigma} (dist_K from minidiff.ideal.dist). Outside the band the MLP
 # extrapolates -- and a sampler never goes there (at small sigma it is already near the curve).
+#
+# What to see:
+# - small sigma (0.05): inside the thin band both fields point straight at the curve. The ideal one
+#   points at the NEAREST TRAINING POINT (the softmax weights collapse onto one x_i), so between two
+#   training points its arrows converge on the dots; the MLP points at the curve itself.
+#   Outside the band the ideal field is still exact (projection onto the finite set K); the MLP's
+#   arrows there are extrapolation -- often sensible, never guaranteed, since it was not trained there.
+# - middle sigma: arrows point to a smoothed spiral (a weighted average of nearby points), and the
+#   inner turn "pulls" points from across the gap.
+# - large sigma (10): every arrow points at the mean of the data: x0_hat -> mean(K). One denoising
+#   step from pure noise therefore gives a blur, not a sample (see demos 05 and 07).
+
+# %%
 n_grid = 15 if args.fast else 21
 lim = 2.6
 g = np.linspace(-lim, lim, n_grid)
@@ -99,16 +122,6 @@ for k, sigma in enumerate(sigmas):
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     axes[0, k].set_title(rf"$\sigma$ = {sigma}", fontsize=12)
     axes[1, k].set_title(f"mean cos(ideal, learned) in the band = {cos.mean():.2f}", fontsize=9)
-# What to see:
-# - small sigma (0.05): inside the thin band both fields point straight at the curve. The ideal one
-#   points at the NEAREST TRAINING POINT (the softmax weights collapse onto one x_i), so between two
-#   training points its arrows converge on the dots; the MLP points at the curve itself.
-#   Outside the band the ideal field is still exact (projection onto the finite set K); the MLP's
-#   arrows there are extrapolation -- often sensible, never guaranteed, since it was not trained there.
-# - middle sigma: arrows point to a smoothed spiral (a weighted average of nearby points), and the
-#   inner turn "pulls" points from across the gap.
-# - large sigma (10): every arrow points at the mean of the data: x0_hat -> mean(K). One denoising
-#   step from pure noise therefore gives a blur, not a sample (see demos 05 and 07).
 fig.suptitle(r"Direction toward the manifold, $\hat{x}_0 - x = -\sigma\,\hat\epsilon(x,\sigma)$ (unit arrows), "
              f"{cfg.n_train} training points (blue); shaded: where 95 % of the training inputs at this sigma lie")
 fig.tight_layout()

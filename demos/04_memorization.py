@@ -17,8 +17,11 @@ and as sigma -> 0 the softmax picks the nearest x_i: every sampler run with it e
 point. A perfectly trained network would do the same. A real one, with finite capacity and training,
 learns a smoother function -- and that is what lets it generate new points.
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -28,17 +31,20 @@ import numpy as np  # host-side plotting arrays only
 
 from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
+from minidiff.runs import TrainConfig, fit
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="memorisation: ideal denoiser vs trained MLP")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
-# ----------------------------------------------------------------------------- 1. the same model as demo 03
+# %% [markdown]
+# ## 1. the same model as demo 03
+
+# %%
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,
                   steps=150 if args.fast else 4000, lr=2e-3, warmup_steps=50 if args.fast else 100,
                   sigma_min=0.005, sigma_max=80.0, seed=0)
@@ -52,12 +58,16 @@ data = data.astype("float32")
 ideal = IdealDenoiser(data)
 spiral = datasets.get_dataset("spiral")  # the true curve, for the distance to the manifold
 
-# ----------------------------------------------------------------------------- 2. sample both
+# %% [markdown]
+# ## 2. sample both
+#
 # DDIM (gamma = 1, mu = 0): x <- x - (s - s') eps_hat(x, s) on a log-linear grid from sigma_max = 80 down
 # to 0.001, then a last step to sigma = 0 that returns x0_hat. Same starting noise for both.
 # Why 0.001, below the MLP's smallest training sigma (0.005)? The training points are on average 0.04
 # apart but randomly placed, so some pairs are only ~0.01 apart; the ideal denoiser separates them only
 # once sigma is well below their gap. (For the MLP the last steps move x by ~0.005 |eps_hat|: harmless.)
+
+# %%
 n_samples = 300 if args.fast else 1000
 n_steps = 20 if args.fast else 50
 sigmas = np.concatenate([log_linear_sigmas(n_steps, 0.001, cfg.sigma_max), [0.0]])
@@ -77,7 +87,16 @@ for name, den in [("ideal denoiser", ideal), ("trained MLP", model)]:
     print(f"{name:15s}: memorisation rate {results[name]['mem']:.3f}, "
           f"median distance to the true spiral {results[name]['dist']:.4f}")
 
-# ----------------------------------------------------------------------------- 3. the figure
+# %% [markdown]
+# ## 3. the figure
+#
+# What to see: the ideal denoiser's samples sit exactly on training points (d1/d2 ~ 0, rate ~ 1) --
+# it can only reproduce its training set. The MLP's samples fill the curve BETWEEN the training points
+# (d1/d2 spread over (0, 1)): generalisation, at the price of a small distance off the true curve
+# (its samples sit slightly on the inner side of the turns, and a few land between the turns).
+# With fewer training points or a bigger network trained longer, the MLP drifts toward memorising too.
+
+# %%
 data_np = backend.to_numpy(data)
 fig, axes = plt.subplots(2, 3, figsize=(15, 10))
 axes[0, 0].scatter(*data_np.T, s=8, c="tab:blue")
@@ -107,11 +126,6 @@ ax.axvline(1 / 3, color="k", ls="--", label="threshold d1/d2 = 1/3")
 ax.set(xlabel="d1 / d2 (nearest / second-nearest training point)", ylabel="samples",
        title="memorised samples sit left of the line")
 ax.legend(fontsize=8)
-# What to see: the ideal denoiser's samples sit exactly on training points (d1/d2 ~ 0, rate ~ 1) --
-# it can only reproduce its training set. The MLP's samples fill the curve BETWEEN the training points
-# (d1/d2 spread over (0, 1)): generalisation, at the price of a small distance off the true curve
-# (its samples sit slightly on the inner side of the turns, and a few land between the turns).
-# With fewer training points or a bigger network trained longer, the MLP drifts toward memorising too.
 fig.suptitle(f"Memorisation: DDIM, {n_steps} steps, same starting noise for both denoisers")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "04_memorization.png"), dpi=100)

@@ -25,8 +25,11 @@ All samplers walk a decreasing grid sigma_0 = 80 > ... > sigma_{N-1} = 0.01 (log
     Heun                  Euler predictor to s', then the mean of the slopes at s and s' (2 calls/step)
     DPM-Solver++(2M)      exact exponential integrator in lambda = -log sigma with a 2nd-order x0_hat
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -36,17 +39,20 @@ import numpy as np  # host-side plotting arrays only
 
 from minidiff import backend, datasets, metrics
 from minidiff.ideal import IdealDenoiser
+from minidiff.runs import TrainConfig, fit
 from minidiff.samplers import CountingDenoiser, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="DDIM vs DDPM vs gradient estimation vs Heun vs DPM++(2M)")
 parser.add_argument("--fast", action="store_true", help="tiny sizes (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
-# ----------------------------------------------------------------------------- 1. two denoisers
+# %% [markdown]
+# ## 1. two denoisers
+
+# %%
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,
                   steps=150 if args.fast else 4000, lr=2e-3, warmup_steps=50 if args.fast else 100,
                   sigma_min=0.005, sigma_max=80.0, seed=0)
@@ -64,7 +70,10 @@ n_samples = 200 if args.fast else 1000
 fresh = spiral.sample(n_samples, rng=backend.default_rng(11)).astype("float32")  # the target distribution
 floor = metrics.sliced_wasserstein(data[:n_samples], fresh, rng=0)  # SW of the training set itself
 
-# ----------------------------------------------------------------------------- 2. run every method
+# %% [markdown]
+# ## 2. run every method
+
+# %%
 METHODS = {  # label -> sample() keyword arguments
     "DDIM": dict(method="ddim"),
     "DDPM": dict(method="ddpm"),
@@ -90,7 +99,10 @@ for dname, den in denoisers.items():
     print(f"{dname}: " + "; ".join(f"{m} N={n}: dist {res[dname, m, n]['dist']:.3f} SW {res[dname, m, n]['sw']:.3f}"
                                    for m in METHODS for n in (STEPS[0], STEPS[-1])))
 
-# ----------------------------------------------------------------------------- 3. sample grids
+# %% [markdown]
+# ## 3. sample grids
+
+# %%
 fresh_np = backend.to_numpy(fresh)
 for dname, title in [("ideal", "ideal denoiser of the 300 training points"), ("mlp", "MLP trained on them")]:
     fig, axes = plt.subplots(len(METHODS), len(STEPS), figsize=(3.4 * len(STEPS), 3.3 * len(METHODS)))
@@ -109,7 +121,21 @@ for dname, title in [("ideal", "ideal denoiser of the 300 training points"), ("m
     fig.savefig(os.path.join(args.out, f"05_samplers_{dname}.png"), dpi=90)
     plt.close(fig)
 
-# ----------------------------------------------------------------------------- 4. metrics against cost
+# %% [markdown]
+# ## 4. metrics against cost
+#
+# What to see (full mode; the numbers are printed too):
+# - ideal denoiser: EVERY sampler ends on training points (distance ~1e-5, float32 rounding): the last
+#   step returns x0_hat, a softmax-weighted mean of the nearest training points at sigma = 0.01. What
+#   the samplers get wrong at few steps is WHERE along the spiral the mass goes: at 5 steps DDIM, DDPM
+#   and Heun are far from the fresh samples in SW (~0.3), while gradient estimation and DPM++(2M), which
+#   reuse the previous step's estimate, are already near the floor (~0.12-0.16, itself noisy).
+# - trained MLP: at 5 steps all are poor, Heun worst (its first Euler step from sigma = 80 is huge);
+#   at 10 calls gradient estimation and DPM++(2M) sit ~2x closer to the spiral than DDIM and DDPM; at 20
+#   steps all reach ~0.006-0.012, a floor set by the network's own error: a better solver cannot fix
+#   a wrong direction field.
+
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
 for k, label in enumerate(METHODS):
     for dname, ls in [("ideal", "-"), ("mlp", "--")]:
@@ -125,25 +151,26 @@ axes[1].set(xlabel="denoiser calls (NFE)", ylabel="sliced Wasserstein-2 to fresh
 for ax in axes:
     ax.grid(alpha=0.3, which="both")
 axes[1].legend(fontsize=7, ncol=2)
-# What to see (full mode; the numbers are printed too):
-# - ideal denoiser: EVERY sampler ends on training points (distance ~1e-5, float32 rounding): the last
-#   step returns x0_hat, a softmax-weighted mean of the nearest training points at sigma = 0.01. What
-#   the samplers get wrong at few steps is WHERE along the spiral the mass goes: at 5 steps DDIM, DDPM
-#   and Heun are far from the fresh samples in SW (~0.3), while gradient estimation and DPM++(2M), which
-#   reuse the previous step's estimate, are already near the floor (~0.12-0.16, itself noisy).
-# - trained MLP: at 5 steps all are poor, Heun worst (its first Euler step from sigma = 80 is huge);
-#   at 10 calls gradient estimation and DPM++(2M) sit ~2x closer to the spiral than DDIM and DDPM; at 20
-#   steps all reach ~0.006-0.012, a floor set by the network's own error: a better solver cannot fix
-#   a wrong direction field.
 fig.suptitle("Sampler quality against cost (solid: ideal denoiser, dashed: trained MLP)")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "05_sampler_metrics.png"), dpi=100)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 5. trajectories
+# %% [markdown]
+# ## 5. trajectories
+#
 # iter_sample yields a SamplerState (step, x, x0_hat, sigma, nfe) after every step. A 30-step run from
 # sigma = 80; we draw the part of each path after sigma has fallen below 3 (before that the points are
 # far outside the frame, moving straight in).
+#
+# What to see: DDIM's paths are smooth (it integrates an ODE), and many first run PAST the outer arc
+# toward the middle -- at sigma ~ 1-3 the estimate x0_hat is a blurred average of the turns, near the
+# centre (demo 03) -- then come back out to an arc once sigma is small enough to resolve the turns
+# (the bunched dots: the log grid's many small final steps). DDPM's paths zig-zag
+# (each step removes more noise than the next level needs, then adds fresh noise: sqrt(s'^2 - s_p^2) w);
+# gradient estimation follows DDIM's direction corrected by the change of eps_hat between steps.
+
+# %%
 n_traj = 12
 sigmas = np.concatenate([log_linear_sigmas(30, 0.01, 80.0), [0.0]])
 x_start = float(sigmas[0]) * z[:n_traj]
@@ -159,12 +186,6 @@ for ax, label in zip(axes, ["DDIM", "DDPM", "gradient estimation"]):
         ax.scatter(*path[-1, i], s=25, c="k", zorder=3)
     ax.set(xlim=(-3, 3), ylim=(-3, 3), aspect="equal", xticks=[], yticks=[],
            title=f"{label}: the last {len(path)} of 30 steps (sigma < 3)")
-# What to see: DDIM's paths are smooth (it integrates an ODE), and many first run PAST the outer arc
-# toward the middle -- at sigma ~ 1-3 the estimate x0_hat is a blurred average of the turns, near the
-# centre (demo 03) -- then come back out to an arc once sigma is small enough to resolve the turns
-# (the bunched dots: the log grid's many small final steps). DDPM's paths zig-zag
-# (each step removes more noise than the next level needs, then adds fresh noise: sqrt(s'^2 - s_p^2) w);
-# gradient estimation follows DDIM's direction corrected by the change of eps_hat between steps.
 fig.suptitle("Trajectories with the trained MLP (samplers.iter_sample; black: end points)")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "05_trajectories.png"), dpi=100)

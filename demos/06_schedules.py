@@ -16,8 +16,11 @@ The math (docs/math.md §1-§2, all in ``minidiff.schedules``):
 A VP state x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps is the VE state
 x0 + sigma eps scaled by sqrt(alpha_bar), so alpha_bar and sigma are two views of one number.
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -30,15 +33,24 @@ from minidiff import schedules
 parser = argparse.ArgumentParser(description="alpha_bar / log-SNR of three schedules and five sampling grids")
 parser.add_argument("--fast", action="store_true", help="small T (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
 T = 200 if args.fast else 1000  # number of training steps
 
-# ----------------------------------------------------------------------------- 1. three schedules
+# %% [markdown]
+# ## 1. three schedules
+#
 # The betas are the per-step noise fractions of the VP chain x_t = sqrt(1-beta_t) x_{t-1} + sqrt(beta_t) u_t.
 # Note the scaled-linear defaults (0.00085..0.012, Stable Diffusion) are a different range from the
 # linear defaults (1e-4..0.02, Ho et al. 2020): "scaled" is about the sqrt-spacing AND the range.
+#
+# What to see: the linear schedule's alpha_bar is ~0 for the last ~third of the steps (those steps
+# are "wasted" on pure noise); the cosine one falls evenly and its log-SNR is almost a straight
+# line -- Nichol & Dhariwal's point that information should be destroyed at an even rate.
+# The cosine sigma_max (~2e4 at T = 1000) comes from the clipped last beta (docs/math.md §2).
+
+# %%
 betas = {
     "linear (Ho et al. 2020)": schedules.linear_betas(T),
     "cosine (Nichol & Dhariwal 2021)": schedules.cosine_betas(T),
@@ -64,16 +76,14 @@ axes[2].set(title=r"VE noise level $\sigma_t=\sqrt{(1-\bar\alpha_t)/\bar\alpha_t
 for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-# What to see: the linear schedule's alpha_bar is ~0 for the last ~third of the steps (those steps
-# are "wasted" on pure noise); the cosine one falls evenly and its log-SNR is almost a straight
-# line -- Nichol & Dhariwal's point that information should be destroyed at an even rate.
-# The cosine sigma_max (~2e4 at T = 1000) comes from the clipped last beta (docs/math.md §2).
 fig.suptitle(f"Three training schedules, T = {T}")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "06_schedules.png"), dpi=110)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 2. sampling grids
+# %% [markdown]
+# ## 2. sampling grids
+#
 # A sampler walks a short decreasing list of noise levels sigma_0 > ... > sigma_N (then 0).
 # Integer spacings pick N training indices of a schedule (minidiff.schedules.timesteps):
 #   leading  : arange(N) * (T // N), reversed          -> never visits t = T-1 (the noisiest level)
@@ -83,6 +93,13 @@ plt.close(fig)
 #   log-linear: constant ratio sigma_{i+1}/sigma_i     (log_linear_sigmas)
 #   Karras    : (smax^(1/rho) + i/(N-1)(smin^(1/rho) - smax^(1/rho)))^rho, rho = 7  (karras_sigmas):
 #               spends more steps at small sigma, where detail is decided.
+#
+# What to see (T = 1000, N = 10): "leading" starts at sigma ~ 61 rather than sigma_max ~ 157 -- the
+# sampler's first step starts from noise that is too small (Lin et al. 2024 fix it with "trailing").
+# "trailing" in turn stops at sigma ~ 0.33 and jumps from there straight to 0 (the last step
+# returns x0_hat); log-linear and Karras cover the whole range, Karras crowding the small sigmas.
+
+# %%
 N = 10
 sched = schedules.Schedule.linear(T)
 grids = {
@@ -112,17 +129,17 @@ for name, grid in grids.items():
 ax.set(title="sigma_i against step i", xlabel="sampling step i", ylabel=r"$\sigma_i$ (log scale)")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
-# What to see (T = 1000, N = 10): "leading" starts at sigma ~ 61 rather than sigma_max ~ 157 -- the
-# sampler's first step starts from noise that is too small (Lin et al. 2024 fix it with "trailing").
-# "trailing" in turn stops at sigma ~ 0.33 and jumps from there straight to 0 (the last step
-# returns x0_hat); log-linear and Karras cover the whole range, Karras crowding the small sigmas.
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "06_sigma_grids.png"), dpi=110)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 3. a classic bug, in numbers
+# %% [markdown]
+# ## 3. a classic bug, in numbers
+#
 # A 50-step linear schedule leaves alpha_bar_T = 0.60: the "noise" a sampler starts from still carries
 # 60 % of the signal. Schedule.check_terminal_noise warns about it (KL bound rms^2 / (2 sigma_max^2) too big).
+
+# %%
 short = schedules.Schedule.linear(T=50)
 print(f"T=50 linear: alpha_bar_T = {short.alpha_bars[-1]:.3f}, sigma_max = {short.sigma_max:.3f}")
 print(f"T={T} linear: sigma_max = {sched.sigma_max:.4g}; cosine: "

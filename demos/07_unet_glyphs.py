@@ -26,8 +26,11 @@ x = x0 + sigma eps, L = mean |eps_hat(x, sigma) - eps|^2, now with ``minidiff.nn
 3x3 convolutions, GroupNorm, SiLU, two resolutions (16x16 and 8x8) with skip connections, and the
 noise level injected into every residual block.
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -37,14 +40,14 @@ import numpy as np  # host-side plotting arrays only
 from matplotlib.animation import FuncAnimation, PillowWriter
 
 from minidiff import backend, datasets
+from minidiff.runs import TrainConfig, fit
 from minidiff.samplers import denoise_once, iter_sample, sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="U-Net on 16x16 glyphs: samples, denoising GIF, one step vs many")
 parser.add_argument("--fast", action="store_true", help="tiny U-Net, 10 training steps (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
 
@@ -61,9 +64,13 @@ def show_grid(ax, images, nrow, title=None):
         ax.set_title(title, fontsize=10)
 
 
-# ----------------------------------------------------------------------------- 1. data and training
+# %% [markdown]
+# ## 1. data and training
+#
 # sigma_max = 80 (as in Karras et al. 2022 for images in [-1, 1]). fit() checks it against the data:
 # KL(p_T || N(0, 80^2 I)) <= E|x0|^2 / (2 * 80^2) ~ 0.02 nats for 16x16 glyphs (RMS norm ~13), fine.
+
+# %%
 cfg = TrainConfig(dataset="glyphs16", n_train=4000, model="unet", base_channels=8 if args.fast else 16,
                   channel_mult=(1, 2), batch_size=16 if args.fast else 64, steps=10 if args.fast else 1500,
                   lr=2e-3, warmup_steps=5 if args.fast else 100, sigma_min=0.01, sigma_max=80.0, seed=0)
@@ -83,10 +90,21 @@ fig.tight_layout()
 fig.savefig(os.path.join(args.out, "07_glyph_data.png"), dpi=100)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 2. samples: DDPM, DDIM, 5 steps
+# %% [markdown]
+# ## 2. samples: DDPM, DDIM, 5 steps
+#
 # Log-linear grid 80 -> 0.01, then 0. DDPM (gamma = 1, mu = 1/2) removes more noise than each step
 # needs and adds fresh noise back: x' = x - (s - s_p) eps_hat + sqrt(s'^2 - s_p^2) w, s_p = s'^2 / s.
 # DDIM (mu = 0) is the deterministic x' = x - (s - s') eps_hat. Same starting noise for all three.
+#
+# What to see (full mode): with DDPM most samples are recognisable digits in new poses, some are
+# hybrids or broken strokes (a 1500-step CPU training run is short). DDIM from the same noise leaves
+# speckled, half-formed glyphs in a few slots: the deterministic path freezes in the model's errors at
+# large sigma (it saw sigma > 10 in only ~1/4 of its training steps), while DDPM's fresh noise washes
+# them out. With 5 steps the glyphs are faint and blurry: each step jumps too far for the model's
+# one-call estimate to be right ("How diffusion models work": 5 steps don't look convincing).
+
+# %%
 n_show = 32
 z = backend.default_rng(1).standard_normal((n_show, 1, 16, 16), dtype="float32")
 many = 12 if args.fast else 40
@@ -99,19 +117,17 @@ fig, axes = plt.subplots(1, 3, figsize=(19, 3.9))
 show_grid(axes[0], x_ddpm, nrow=4, title=f"U-Net samples, DDPM {many} steps")
 show_grid(axes[1], x_ddim, nrow=4, title=f"same starting noise, DDIM {many} steps")
 show_grid(axes[2], x_few, nrow=4, title="same starting noise, DDPM 5 steps")
-# What to see (full mode): with DDPM most samples are recognisable digits in new poses, some are
-# hybrids or broken strokes (a 1500-step CPU training run is short). DDIM from the same noise leaves
-# speckled, half-formed glyphs in a few slots: the deterministic path freezes in the model's errors at
-# large sigma (it saw sigma > 10 in only ~1/4 of its training steps), while DDPM's fresh noise washes
-# them out. With 5 steps the glyphs are faint and blurry: each step jumps too far for the model's
-# one-call estimate to be right ("How diffusion models work": 5 steps don't look convincing).
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "07_unet_samples.png"), dpi=100)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 3. the denoising animation
+# %% [markdown]
+# ## 3. the denoising animation
+#
 # iter_sample yields (step, x, x0_hat, sigma, nfe) after every step: x is the noisy state, x0_hat the
 # model's current guess of the final image. Both are shown, 16 samples each.
+
+# %%
 frames = [(float(grid_many[0]), z[:16] * float(grid_many[0]), None)]
 for state in iter_sample(model, grid_many, float(grid_many[0]) * z[:16], method="ddpm", rng=3):
     frames.append((state.sigma, state.x, state.x0_hat))
@@ -134,9 +150,19 @@ anim = FuncAnimation(fig, draw, frames=len(frames))
 anim.save(os.path.join(args.out, "07_denoising.gif"), writer=PillowWriter(fps=6), dpi=80)
 plt.close(fig)
 
-# ----------------------------------------------------------------------------- 4. one step vs many
+# %% [markdown]
+# ## 4. one step vs many
+#
 # Noise 8 held-out glyphs to sigma, then either ONE denoiser call (x0_hat = x - sigma eps_hat, the
 # posterior mean E[x0 | x]) or DDIM from sigma down to 0 (20 steps).
+#
+# What to see: at small sigma one step is enough (the input already says which glyph it is). At large
+# sigma the single-step x0_hat is a BLUR -- the average of all glyphs compatible with the noisy input
+# (at sigma = 10 almost the mean glyph): it minimises the squared error, so it hedges. Many small steps
+# commit to one glyph step by step and end on a sharp one, though not necessarily the original digit:
+# the noise destroyed that information.
+
+# %%
 levels = [0.3, 1.0, 3.0, 10.0]
 eps = backend.default_rng(2).standard_normal(held_out.shape, dtype="float32")
 fig, axes = plt.subplots(3, len(levels), figsize=(3.9 * len(levels), 6.4))
@@ -151,11 +177,6 @@ for j, sigma in enumerate(levels):
 axes[0, 0].set_ylabel("x (VP-scaled)")
 axes[1, 0].set_ylabel("x0_hat, 1 call")
 axes[2, 0].set_ylabel("many steps")
-# What to see: at small sigma one step is enough (the input already says which glyph it is). At large
-# sigma the single-step x0_hat is a BLUR -- the average of all glyphs compatible with the noisy input
-# (at sigma = 10 almost the mean glyph): it minimises the squared error, so it hedges. Many small steps
-# commit to one glyph step by step and end on a sharp one, though not necessarily the original digit:
-# the noise destroyed that information.
 fig.suptitle("One denoising step vs many, on held-out glyphs")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "07_one_vs_many.png"), dpi=100)

@@ -16,6 +16,7 @@ The math (docs/math.md §10; ``minidiff.guidance``):
   replaced by a null label, so it predicts both the conditional eps_c = eps(x, s, y) and the
   unconditional eps_u = eps(x, s, null). Sample with
       eps = eps_u + w (eps_c - eps_u)         (w = 0: unconditional, w = 1: conditional, w > 1: pushed)
+  (Ho & Salimans write the weight as w' = w - 1: their Eq. 6 is (1 + w') eps_c - w' eps_u.)
 - Classifier guidance (Dhariwal & Nichol 2021): an unconditional denoiser plus a classifier
   p(y | x, sigma) trained on NOISY points. By Bayes, grad log p(x | y) = grad log p(x) + grad log p(y | x),
   and with score = -eps / sigma:
@@ -23,8 +24,11 @@ The math (docs/math.md §10; ``minidiff.guidance``):
   The gradient comes from the classifier's hand-written backward pass to its input
   (``NoiseAwareClassifier.grad_log_prob``).
 """
+
+# %%
 import argparse
 import os
+import sys
 
 import matplotlib
 
@@ -35,20 +39,24 @@ import numpy as np  # host-side plotting arrays only
 from minidiff import backend, datasets, metrics
 from minidiff.guidance import classifier_free, classifier_guidance
 from minidiff.nn import Adam, NoiseAwareClassifier, cross_entropy
+from minidiff.runs import TrainConfig, fit
 from minidiff.samplers import sample
 from minidiff.schedules import log_linear_sigmas
-from minidiff.runs import TrainConfig, fit
 
 parser = argparse.ArgumentParser(description="classifier-free and classifier guidance on spiral arms")
 parser.add_argument("--fast", action="store_true", help="tiny training runs (for the smoke test)")
 parser.add_argument("--out", default="minidiff-out/demos", help="output folder (default: minidiff-out/demos)")
-args = parser.parse_args()
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)  # notebook: defaults
 os.makedirs(args.out, exist_ok=True)
 
-# ----------------------------------------------------------------------------- 1. a conditional MLP
+# %% [markdown]
+# ## 1. a conditional MLP
+#
 # spiral_arms: three spiral arms rotated by 120 degrees, label = arm. conditional=True gives the MLP a
 # learned class embedding with K + 1 = 4 entries; entry 3 is the null label, used for 10 % of the
 # training examples (label_dropout) so the same network learns the unconditional eps too.
+
+# %%
 cfg = TrainConfig(dataset="spiral_arms", n_train=3000, conditional=True, label_dropout=0.1,
                   hidden=(128, 128, 128, 128), batch_size=512, steps=150 if args.fast else 4000,
                   warmup_steps=50 if args.fast else 100, sigma_min=0.005, sigma_max=80.0, seed=0)
@@ -56,10 +64,14 @@ result = fit(cfg, progress=False)
 model, data, labels = result.ema_model, result.data.astype("float32"), result.labels
 print(f"conditional MLP: {cfg.steps} steps in {result.seconds:.1f} s, final loss {np.mean(result.losses[-100:]):.3f}")
 
-# ----------------------------------------------------------------------------- 2. a noise-aware classifier
+# %% [markdown]
+# ## 2. a noise-aware classifier
+#
 # Trained on x = x0 + sigma eps at the noise levels the sampler visits, with the cross-entropy loss
 # L = mean(logsumexp(logits) - logits_y), dL/dlogits = (softmax - onehot(y)) / B  (nn.cross_entropy).
 # A plain loop over the nn API: forward, loss, backward, Adam step.
+
+# %%
 clf = NoiseAwareClassifier(dim=2, num_classes=3, hidden=(128, 128), seed=1)
 opt = Adam(clf.parameters(), lr=2e-3)
 rng = backend.default_rng(3)
@@ -77,7 +89,24 @@ for step in range(100 if args.fast else 1500):
     clf_losses.append(loss)
 print(f"classifier: final loss {np.mean(clf_losses[-100:]):.3f} (log 3 = {np.log(3):.3f} is chance)")
 
-# ----------------------------------------------------------------------------- 3. guided sampling
+# %% [markdown]
+# ## 3. guided sampling
+#
+# What to see (full mode):
+# - w = 0 / scale = 0 is the unconditional model: colours mixed (~33 % on the requested arm), and the
+#   samples are a blurry cloud around the arms (mean distance ~0.13). That is not the null label's
+#   fault: an MLP of this size trained without labels on the three interleaved arms does the same
+#   (we checked: ~0.135); separating three arms 0.4 apart is harder than following one.
+# - classifier-free, w = 1 (the conditional model): ~98 % on the requested arm and ~8x closer to the
+#   arms -- the label makes the denoising problem easier. w = 3 and 6 push further from the
+#   unconditional prediction: 100 % adherence, samples concentrated on fewer parts of each arm (less
+#   diversity), and at w = 6 a few overshoot off the arm.
+# - classifier guidance: scale 1 already gives ~95 % adherence but keeps the unconditional model's
+#   blur (the classifier only decides WHICH arm, the blurry denoiser still decides how close);
+#   scale 3 tightens; scale 10 over-pushes: samples fly away from the other arms, off the curve
+#   (distance ~0.35), to where the classifier is most confident.
+
+# %%
 n_per_class = 60 if args.fast else 300
 y_req = xp.repeat(xp.arange(3), n_per_class)   # requested arm of each sample: 0,..,0, 1,..,1, 2,..,2
 n = y_req.shape[0]
@@ -113,19 +142,6 @@ for r, (name, values, make) in enumerate(rows):
         ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xticks=[], yticks=[])
         ax.set_title(f"{name} = {v}\non requested arm {on_arm:.0%}, distance {d:.3f}", fontsize=10)
 axes[0, 0].legend(fontsize=8, loc="lower left", markerscale=3)
-# What to see (full mode):
-# - w = 0 / scale = 0 is the unconditional model: colours mixed (~33 % on the requested arm), and the
-#   samples are a blurry cloud around the arms (mean distance ~0.13). That is not the null label's
-#   fault: an MLP of this size trained without labels on the three interleaved arms does the same
-#   (we checked: ~0.135); separating three arms 0.4 apart is harder than following one.
-# - classifier-free, w = 1 (the conditional model): ~98 % on the requested arm and ~8x closer to the
-#   arms -- the label makes the denoising problem easier. w = 3 and 6 push further from the
-#   unconditional prediction: 100 % adherence, samples concentrated on fewer parts of each arm (less
-#   diversity), and at w = 6 a few overshoot off the arm.
-# - classifier guidance: scale 1 already gives ~95 % adherence but keeps the unconditional model's
-#   blur (the classifier only decides WHICH arm, the blurry denoiser still decides how close);
-#   scale 3 tightens; scale 10 over-pushes: samples fly away from the other arms, off the curve
-#   (distance ~0.35), to where the classifier is most confident.
 fig.suptitle(f"Guidance on three spiral arms (DDIM, {n_steps} steps; colour = requested arm, grey = training data)")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "08_guidance.png"), dpi=100)

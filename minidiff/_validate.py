@@ -21,15 +21,17 @@ The families and their validators:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
+import threading
 
 from . import backend
 
 __all__ = ["sigma_like", "check_array", "check_int", "check_positive_int", "check_real", "check_float_dtype",
            "check_labels", "check_rng", "check_choice", "check_callable", "check_bool", "check_path_write",
-           "check_path_read", "check_host_1d", "MissingFileError"]
+           "check_path_read", "check_host_1d", "MissingFileError", "trusted_values", "values_trusted"]
 
 # Range of noise levels accepted by sigma_like: sigma^2 and 1/sigma^2 stay finite and normal in float32.
 SIGMA_MIN, SIGMA_MAX = 1e-15, 1e15
@@ -239,16 +241,17 @@ def sigma_like(sigma, x, name: str = "sigma", allow_zero: bool = False, low: flo
     ok = (s64 >= low) & (s64 <= high)
     if allow_zero:
         ok |= s64 == 0
-    if not bool(ok.all()):  # one host sync: input validation only (NaN fails both comparisons)
+    if not values_trusted() and not bool(ok.all()):  # one host sync: validation only (NaN fails both)
         raise ValueError(f"every {name} must be {want}")
     s = xp.asarray(sigma, dtype=x.dtype)
     return s.reshape((x.shape[0],) + (1,) * (x.ndim - 1))  # (B,) -> (B, 1, ..., 1)
 
 
-def check_labels(y, name: str, num_classes: int, batch: int | None = None, like=None):
+def check_labels(y, name: str, num_classes: int, batch: int | None = None, like=None, values: bool = True):
     """Class labels: an integer array of shape (B,) (B = ``batch`` when given) with values in
     ``[0, num_classes)``, on the same backend as ``like``. Checked before any indexing (CuPy wraps
-    out-of-range indices silently). One host sync (min/max)."""
+    out-of-range indices silently). The range costs one host sync (min and max together); it is
+    skipped with ``values=False`` (a caller that checks it later) or inside :func:`trusted_values`."""
     if not hasattr(y, "dtype") or not hasattr(y, "shape"):
         raise TypeError(f"{name} must be an integer array of shape (B,); got {type(y).__name__}")
     if y.dtype.kind not in "iu":
@@ -258,8 +261,9 @@ def check_labels(y, name: str, num_classes: int, batch: int | None = None, like=
         raise ValueError(f"{name} must have shape {want}; got {tuple(y.shape)}")
     if like is not None and backend.is_cupy_array(y) != backend.is_cupy_array(like):
         raise TypeError(f"{name} must live on the same backend (numpy/cupy) as the parameters")
-    if y.size:
-        lo, hi = int(y.min()), int(y.max())  # host sync: validation only
+    if values and y.size and not values_trusted():
+        xp = backend.get_xp(y)
+        lo, hi = (int(v) for v in backend.to_numpy(xp.stack([y.min(), y.max()])))  # one host sync
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"{name} must lie in [0, {num_classes - 1}]; got range [{lo}, {hi}]")
     return y
@@ -270,7 +274,8 @@ def check_rng(rng, name: str = "rng", xp=None, allow_seed: bool = True):
     ``allow_seed``, None or an integer seed >= 0 makes a new one on ``xp`` (default backend). TypeError
     for anything else (bools, floats, strings)."""
     if all(callable(getattr(rng, m, None)) for m in ("standard_normal", "integers", "random")):
-        return rng
+        # with ``xp``: a generator of the other backend is a TypeError, never a host/device mix
+        return rng if xp is None else backend.default_rng(rng, xp=xp)
     if allow_seed and (rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool))):
         return backend.default_rng(None if rng is None else check_int(rng, name), xp=xp)
     what = "a Generator (minidiff.backend.default_rng(seed))" + (", an integer seed or None" if allow_seed else "")
@@ -323,3 +328,25 @@ def check_path_read(path, name: str = "path") -> str:
     if not os.access(p, os.R_OK):
         raise ValueError(f"{name} {p!r} is not readable")
     return p
+
+
+# ----------------------------------------------------------------------------- trusted values
+_trust = threading.local()
+
+
+@contextlib.contextmanager
+def trusted_values():
+    """Inside this block, skip the value checks that cost a device -> host sync (finite, in range):
+    for arrays that minidiff's own loops produced from inputs they checked once (the training
+    step's sigmas and labels). Shape, dtype and backend checks still run. docs/backends.md §1."""
+    previous = getattr(_trust, "on", False)
+    _trust.on = True
+    try:
+        yield
+    finally:
+        _trust.on = previous
+
+
+def values_trusted() -> bool:
+    """True inside :func:`trusted_values`."""
+    return getattr(_trust, "on", False)

@@ -45,8 +45,9 @@ def train_super_resolution(model: SuperResDenoiser, data, schedule, *, steps: in
     opt = Adam(model.parameters(), lr=lr)
     model.train()
     t0 = time.perf_counter()
+    rng = backend.CounterRNG(int(seed), xp=xp)  # one generator, stream ``step`` per step (docs/backends.md §2)
     for step in range(steps):
-        rng = backend.default_rng((int(seed) << 32) | step, xp=xp)
+        rng.at(step)
         x0 = data[rng.integers(0, n, size=batch_size)]  # (B, C, H, W)
         low = downsample_mean(x0, model.factor)
         s_aug = (aug_max * rng.random(batch_size)).astype(x0.dtype)  # (B,)

@@ -194,10 +194,14 @@ def cmd_train(args):
                                    "sigma_max": args.sigma_max, "parametrization": args.parametrization,
                                    "sigma_data": args.sigma_data,
                                    "sigma_distribution": args.sigma_distribution}.items() if v is not None}
-    if args.model == "unet":
+    if args.model in ("unet", "dit"):
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
+    if args.latent:
+        check_path_read(args.latent, "--latent")
+        if args.model == "unet":
+            overrides.setdefault("channel_mult", (1,))  # a 7x7 latent has one resolution
     cfg = TrainConfig(dataset=args.dataset, model=args.model, conditional=args.conditional,
-                      checkpoint_every=args.checkpoint_every, **overrides)
+                      checkpoint_every=args.checkpoint_every, latent=args.latent or "", **overrides)
     data = labels = None
     if os.path.splitext(args.dataset)[1].lower() in (".npy", ".csv"):
         data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
@@ -205,8 +209,10 @@ def cmd_train(args):
     if args.resume and not os.path.exists(out):
         print(f"--resume: {out} does not exist yet; training from scratch")
     res = fit(cfg, checkpoint_path=out, progress=not args.quiet, resume=args.resume, data=data, labels=labels)
+    where = (f" in the latent space of {args.latent} (scale {res.config.latent_scale:.4f}, "
+             f"shift {res.config.latent_shift:+.4f})") if args.latent else ""
     print(f"trained {type(res.model).__name__} ({res.model.num_parameters()} parameters) on "
-          f"{args.dataset} for {cfg.steps} steps in {res.seconds:.1f} s; "
+          f"{args.dataset}{where} for {cfg.steps} steps in {res.seconds:.1f} s; "
           f"final loss {np.mean(res.losses[-100:]):.4f}; checkpoint {args.out}")
     return 0
 
@@ -215,8 +221,8 @@ def _train_vae(args):
     """Stage 1 of latent diffusion: a variational autoencoder on an image dataset (minidiff.latent)."""
     from .latent import AutoencoderConfig, fit_autoencoder
 
-    if args.conditional:
-        raise UserError("--model vae is unconditional (drop --conditional)")
+    if args.conditional or args.latent:
+        raise UserError("--model vae is stage 1 and unconditional (drop --conditional and --latent)")
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train}.items() if v is not None}
     cfg = AutoencoderConfig(dataset=args.dataset, **overrides)
@@ -237,7 +243,7 @@ def _load_for_sampling(path):
     check_path_read(path, "--checkpoint")
     ck = load(path)
     if not isinstance(ck.config, dict) or not isinstance(ck.extra, dict) or ck.model_class not in (
-            "MLPDenoiser", "UNetDenoiser"):
+            "MLPDenoiser", "UNetDenoiser", "DiTDenoiser"):
         raise UserError(f"checkpoint {path!r} was not written by `minidiff train` (it has no training "
                         f"config); `minidiff sample` needs one")
     model = ck.model
@@ -276,6 +282,15 @@ def cmd_sample(args):
     t0 = time.perf_counter()
     x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
                       seed=args.seed, y=y)
+    if cfg.latent:  # latent diffusion: decode the latent samples into images
+        from .latent import decode_latents, load_autoencoder
+
+        try:
+            ae = load_autoencoder(cfg.latent)
+        except FileNotFoundError as exc:
+            raise UserError(f"{exc}; this latent checkpoint decodes with it") from None
+        x = decode_latents(ae, x, cfg.latent_scale, cfg.latent_shift)
+        shape = list(x.shape[1:])
     x_host = backend.to_numpy(x)  # explicit device -> host copy, to save
     if not np.all(np.isfinite(x_host)):
         raise UserError(f"sampling produced NaN/inf (checkpoint {args.checkpoint!r}); nothing was written")
@@ -372,8 +387,12 @@ def build_parser():
                                    "whose values are of about unit size (images in [-1, 1]).")
     t.add_argument("--dataset", default=D.dataset,
                    help=f"built-in name (see `minidiff datasets`) or a .npy/.csv file (default: {D.dataset})")
-    t.add_argument("--model", choices=("mlp", "unet", "vae"), default=D.model,
-                   help="mlp: points; unet: images; vae: the autoencoder of latent diffusion (default: mlp)")
+    t.add_argument("--model", choices=("mlp", "unet", "dit", "vae"), default=D.model,
+                   help="mlp: points; unet, dit (diffusion transformer): images or latents; "
+                        "vae: the autoencoder of latent diffusion (default: mlp)")
+    t.add_argument("--latent", default=None, metavar="AE.npz",
+                   help="train in the latent space of this autoencoder (from --model vae); "
+                        "`sample` then decodes (default: pixel space)")
     t.add_argument("--steps", type=pos, help=f"training steps (default: {D.steps})")
     t.add_argument("--batch-size", type=pos, help=f"samples per step (default: {D.batch_size}; 64 for --model unet)")
     t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default: {D.lr:g})")

@@ -70,7 +70,7 @@ class Dataset:
         n = check_positive_int(n, "n")
         if return_labels and self.num_classes is None:
             raise ValueError(f"return_labels=True but data set {self.name!r} is unlabelled")
-        rng = check_rng(rng)
+        rng = check_rng(rng, xp=backend.get_xp())  # the default backend: a generator of the other is a TypeError
         x, y = self._sample(n, rng)
         return (x, y) if return_labels else x
 

@@ -44,7 +44,7 @@ array module comes from :mod:`minidiff.backend`, so the same code runs on CuPy.
 from __future__ import annotations
 
 from . import backend
-from ._validate import check_array, check_positive_int, sigma_like
+from ._validate import check_array, check_positive_int, sigma_like, trusted_values, values_trusted
 
 __all__ = ["IdealDenoiser", "project", "dist"]
 
@@ -66,9 +66,27 @@ def _as_data(data, name="data"):
     return flat, item_shape
 
 
-def _as_queries(x, item_shape, dtype, name="x"):
+def _checked_queries(x, sigma, item_shape, dtype):
+    """(sigma as from ``sigma_like``, queries flattened to (B, D)), with the finiteness of ``x`` and
+    the range of an array ``sigma`` checked in one device -> host sync together (none inside
+    ``trusted_values()``): the per-call cost of validation on a GPU (docs/backends.md §1)."""
+    with trusted_values():  # shapes and types here; the values below, in one sync
+        sig = sigma_like(sigma, x)
+        xf = _as_queries(x, item_shape, dtype, finite=False)
+    if not values_trusted():
+        xp = backend.get_xp(xf)
+        ok = xp.isfinite(xf).all()
+        if not isinstance(sig, float):
+            ok = ok & (xp.isfinite(sig) & (sig > 0)).all()
+        if not bool(ok):  # the one sync; the error path below may sync again to name the culprit
+            check_array(x, "x")
+            sigma_like(sigma, x)
+    return sig, xf
+
+
+def _as_queries(x, item_shape, dtype, name="x", finite=True):
     """Validate queries shaped (B, *item_shape); return them flattened to (B, D) in ``dtype``."""
-    x = check_array(x, name)
+    x = check_array(x, name, finite=finite)
     if tuple(x.shape[1:]) != item_shape or x.ndim != len(item_shape) + 1:
         raise ValueError(
             f"{name} must have shape (B, {', '.join(map(str, item_shape))}) to match the data items; "
@@ -153,8 +171,7 @@ class IdealDenoiser:
         return m, s, acc, top
 
     def _prepare(self, x, sigma):
-        sig = sigma_like(sigma, x)
-        xf = _as_queries(x, self.item_shape, self.dtype)  # (B, D)
+        sig, xf = _checked_queries(x, sigma, self.item_shape, self.dtype)  # at most one sync
         xc = xf - self.center  # (B, D), recentred like the data
         return sig, xc, self._inv_var(sig, xf.shape[0])
 

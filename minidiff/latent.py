@@ -22,8 +22,8 @@ from . import backend
 from ._validate import check_array, check_positive_int, check_real
 from .nn import Adam, Autoencoder, clip_grad_norm, load, save, warmup_cosine_lr
 
-__all__ = ["AutoencoderConfig", "train_autoencoder", "fit_autoencoder", "latent_scale", "encode_latents",
-           "decode_latents"]
+__all__ = ["AutoencoderConfig", "train_autoencoder", "fit_autoencoder", "load_autoencoder", "latent_scale",
+           "encode_latents", "decode_latents"]
 
 
 # ----------------------------------------------------------------------------- stage 1: the autoencoder
@@ -58,8 +58,9 @@ def train_autoencoder(ae: Autoencoder, data, *, steps: int, batch_size: int = 64
     opt = optimizer if optimizer is not None else Adam(ae.parameters(), lr=lr)
     ae.train()
     t0 = time.perf_counter()
+    rng = backend.CounterRNG(int(seed), xp=xp)  # one generator, stream ``step`` per step (docs/backends.md §2)
     for step in range(start, steps):
-        rng = backend.default_rng((int(seed) << 32) | step, xp=xp)
+        rng.at(step)
         x = data[rng.integers(0, n, size=batch_size)]  # (B, C, H, W)
         noise = rng.standard_normal((batch_size,) + ae.latent_shape(x.shape[1:]), dtype=dtype)
         x_hat = ae(x, noise=noise)
@@ -129,7 +130,7 @@ def fit_autoencoder(config: AutoencoderConfig | None = None, *, checkpoint_path=
     with ``resume=True`` an existing checkpoint of the same config is loaded instead of training (a cache,
     as :func:`minidiff.training.fit`), and one of a different config is refused with a ValueError.
     ``data`` overrides the config's dataset."""
-    from .training import load_data
+    from .runs import load_data
 
     cfg = config or AutoencoderConfig()
     if resume and checkpoint_path and os.path.exists(checkpoint_path):
@@ -221,3 +222,15 @@ def decode_latents(ae: Autoencoder, z0, scale: float, shift: float, batch_size: 
     dtype = ae.decoder[0].W.data.dtype
     z = (z0 / float(scale) + float(shift)).astype(dtype, copy=False)
     return xp.concatenate([ae.decode(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)], axis=0)
+
+
+def load_autoencoder(path) -> Autoencoder:
+    """The :class:`~minidiff.nn.Autoencoder` stored in a checkpoint (from ``minidiff train --model vae``
+    or :func:`fit_autoencoder`), in eval mode; ValueError if the file holds another model."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"autoencoder checkpoint {path!r} does not exist (write one with "
+                                f"`minidiff train --model vae --out {path}`)")
+    ck = load(path)
+    if not isinstance(ck.model, Autoencoder):
+        raise ValueError(f"{path!s} holds a {ck.model_class}, not an Autoencoder")
+    return ck.model.eval()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import backend
 from ._validate import check_choice, check_positive_int
@@ -32,10 +32,17 @@ class TrainConfig:
 
     dataset: str = "spiral"  # a minidiff.datasets name, or a path to a .npy/.csv file of points
     n_train: int = 4000  # points drawn from a built-in dataset (ignored for files)
-    model: str = "mlp"  # "mlp" (points) or "unet" (images)
+    model: str = "mlp"  # "mlp" (points), "unet" or "dit" (images or latents)
     hidden: tuple = (128, 128, 128, 128)  # MLP widths; 4 x 128 SiLU fits a 2-D curve well
     base_channels: int = 32  # U-Net width at full resolution
     channel_mult: tuple = (1, 2)  # U-Net width multipliers per resolution
+    dit_dim: int = 64  # DiT token width
+    dit_depth: int = 4  # DiT blocks
+    dit_heads: int = 4  # DiT attention heads
+    patch_size: int = 0  # DiT patch side; 0: 2 when the image side is even, else 1 (a 7x7 latent)
+    latent: str = ""  # an Autoencoder checkpoint: train in its latent space (latent diffusion); "": pixels
+    latent_scale: float = 0.0  # latents are (mu(x) - latent_shift) * latent_scale; 0: measured on the data
+    latent_shift: float = 0.0  # (used only with a given latent_scale)
     conditional: bool = False  # train p(x | y) with label dropout (needs a labelled dataset)
     label_dropout: float = 0.1  # share of labels replaced by the null label (classifier-free guidance)
     schedule: str = "log_linear"  # linear | scaled_linear | cosine | log_linear | karras
@@ -73,8 +80,13 @@ class TrainConfig:
             raise ValueError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay}")
-        if self.model not in ("mlp", "unet"):
-            raise ValueError(f"model must be 'mlp' or 'unet'; got {self.model!r}")
+        if self.model not in ("mlp", "unet", "dit"):
+            raise ValueError(f"model must be 'mlp', 'unet' or 'dit'; got {self.model!r}")
+        for name in ("dit_dim", "dit_depth", "dit_heads"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.patch_size, "patch_size", minimum=0)
+        if self.latent_scale < 0:
+            raise ValueError(f"latent_scale must be >= 0 (0: measure on the data); got {self.latent_scale}")
         if self.loss_weighting not in ("none", "min_snr"):
             raise ValueError(f"loss_weighting must be 'none' or 'min_snr'; got {self.loss_weighting!r}")
         check_choice(self.parametrization, "parametrization", PARAMETRIZATIONS)
@@ -106,6 +118,16 @@ class TrainResult:
     losses: list = field(default_factory=list)
     seconds: float = 0.0
     denoiser: object = None  # eps_hat(x, sigma[, y]) for the samplers: ema_model, preconditioned if not eps
+    autoencoder: object = None  # latent diffusion: the Autoencoder whose latents ``data`` holds
+
+    def decode(self, z0):
+        """Images from latent samples ``z0`` (latent diffusion), via :func:`minidiff.latent.decode_latents`
+        with the stored scale; pixel-space runs return ``z0`` unchanged."""
+        if self.autoencoder is None:
+            return z0
+        from .latent import decode_latents
+
+        return decode_latents(self.autoencoder, z0, self.config.latent_scale, self.config.latent_shift)
 
 
 def load_data(name_or_path: str, n: int, seed: int, conditional: bool = False):
@@ -139,8 +161,16 @@ def make_model(cfg: TrainConfig, data, num_classes=None):
         return build_model("MLPDenoiser", dim=int(data.shape[1]), hidden=list(cfg.hidden),
                            num_classes=num_classes, dtype=cfg.dtype, seed=cfg.seed)
     if data.ndim != 4:
-        raise ValueError(f"model 'unet' needs images of shape (N, C, H, W); the data has shape "
+        raise ValueError(f"model {cfg.model!r} needs images of shape (N, C, H, W); the data has shape "
                          f"{tuple(data.shape)} -- use --model mlp for points")
+    if cfg.model == "dit":
+        C, H, W = (int(k) for k in data.shape[1:])
+        if H != W:
+            raise ValueError(f"model 'dit' needs square images; the data is {H}x{W}")
+        p = cfg.patch_size or (2 if H % 2 == 0 else 1)
+        return build_model("DiTDenoiser", channels=C, image_size=H, patch_size=p, dim=cfg.dit_dim,
+                           depth=cfg.dit_depth, num_heads=cfg.dit_heads, num_classes=num_classes,
+                           dtype=cfg.dtype, seed=cfg.seed)
     return build_model("UNetDenoiser", channels=int(data.shape[1]), base_channels=cfg.base_channels,
                        channel_mult=list(cfg.channel_mult), num_classes=num_classes, dtype=cfg.dtype,
                        seed=cfg.seed)
@@ -166,6 +196,15 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     cfg = config or TrainConfig()
     if data is None:
         data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
+    autoencoder = None
+    if cfg.latent:  # latent diffusion: encode the data once; the measured scale goes into the config
+        from .latent import encode_latents, load_autoencoder
+
+        autoencoder = load_autoencoder(cfg.latent)
+        given = cfg.latent_scale > 0
+        data, scale, shift = encode_latents(autoencoder, data, cfg.latent_scale if given else None,
+                                            cfg.latent_shift if given else None)
+        cfg = replace(cfg, latent=os.path.abspath(cfg.latent), latent_scale=scale, latent_shift=shift)
     num_classes = None
     if cfg.conditional:
         if labels is None:
@@ -220,7 +259,7 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     ema_model.eval()
     return TrainResult(model=model, ema_model=ema_model, data=data, labels=labels, schedule=schedule,
                        config=cfg, losses=losses, seconds=time.perf_counter() - t0,
-                       denoiser=make_denoiser(ema_model, cfg))
+                       denoiser=make_denoiser(ema_model, cfg), autoencoder=autoencoder)
 
 
 def make_denoiser(model, cfg: TrainConfig):

@@ -17,9 +17,10 @@ Run management (:class:`~minidiff.runs.TrainConfig`, :func:`~minidiff.runs.fit`,
 model factories, checkpoints and resume) lives in :mod:`minidiff.runs`; its names stay
 importable from here as aliases.
 
-Reproducibility: step ``k`` draws all its randomness from its own generator seeded with
-``(seed, k)``, so a run resumed from a checkpoint written after step ``k`` continues with
-exactly the draws of an uninterrupted run, on either backend.
+Reproducibility: step ``k`` draws all its randomness from stream ``k`` of one counter-based
+generator (:class:`minidiff.backend.CounterRNG`, keyed by ``(seed, k)``), so a run resumed from a
+checkpoint written after step ``k`` continues with exactly the draws of an uninterrupted run, on
+either backend, and no generator state is created per step (docs/backends.md §2).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import time
 from . import backend
 from ._validate import (
     check_array, check_bool, check_choice, check_int, check_labels, check_path_write, check_positive_int, check_real,
+    trusted_values,
 )
 from .nn import EMA, Adam, AdamW, clip_grad_norm, warmup_cosine_lr
 from .nn.module import Module
@@ -109,7 +111,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     if loss_weighting != "none" and precond.kind != "eps":
         raise ValueError(f"loss_weighting={loss_weighting!r} is defined for the eps loss; "
                          f"parametrization {precond.kind!r} has its own weighting (use 'none')")
-    seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # (seed << 32) | step seeds each step
+    seed = check_int(seed, "seed", minimum=0, maximum=2**31 - 1)  # keys the CounterRNG of the run
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=0)
     resume = check_bool(resume, "resume")
     if config is not None and not isinstance(config, dict):
@@ -144,8 +146,9 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
     model.train()
     t0 = time.perf_counter()
     d = int(math.prod(data.shape[1:]))
+    rng = backend.CounterRNG(seed, xp=xp)  # one generator; step k reads stream (seed, k)
     for step in range(start, steps):
-        rng = _step_rng(seed, step, xp)
+        rng.at(step)
         idx = rng.integers(0, n, size=batch_size)
         x0 = data[idx]  # (B, ...)
         sigma = sigma_source.sample_sigmas(batch_size, rng, dtype=x0.dtype)  # (B,)
@@ -160,7 +163,8 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
                 y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
         x_in = precond.model_input(x, sigma)  # x itself unless edm (then c_in x after the model's own scaling)
-        out = model(x_in, sigma, y) if y is not None else model(x_in, sigma)  # F; eps_hat when eps
+        with trusted_values():  # sigma and y come from checked data: skip the per-forward value syncs
+            out = model(x_in, sigma, y) if y is not None else model(x_in, sigma)  # F; eps_hat when eps
         err = out - precond.target(x0, eps, sigma)  # (B, ...); the target is eps itself when eps
         w = loss_weight(s, loss_weighting)
         if w is not None:
@@ -170,7 +174,8 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         else:
             loss_t = xp.vdot(err.reshape(-1), err.reshape(-1)) / (batch_size * d)
             grad = err * (2.0 / (batch_size * d))
-        loss = float(loss_t)  # explicit device -> host sync: one scalar per step, for the check and the log
+        # the one device -> host sync of the step (besides clipping's): loss and log-mean sigma together
+        loss, log_sigma = (float(v) for v in backend.to_numpy(xp.stack([loss_t, xp.mean(xp.log(sigma))])))
         if not math.isfinite(loss):
             raise NonFiniteLossError(_diverged("loss", loss, step + 1, checkpoint_path))
 
@@ -186,7 +191,7 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         losses.append(loss)
 
         metrics = {"step": step + 1, "loss": loss, "grad_norm": gnorm, "lr": opt.lr,
-                   "sigma_mean": float(xp.exp(xp.mean(xp.log(sigma)))),
+                   "sigma_mean": math.exp(log_sigma),
                    "seconds": time.perf_counter() - t0}
         last = step + 1 == steps
         if checkpoint_path and (last or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
@@ -218,11 +223,6 @@ def loss_weight(sigma, kind: str):
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the message names the step and the
     last good checkpoint (which is left untouched)."""
-
-
-def _step_rng(seed: int, step: int, xp):
-    # (seed, step) -> a unique int seed for step < 2**32: resumable, and identical on rerun
-    return backend.default_rng((int(seed) << 32) | int(step), xp=xp)
 
 
 def _diverged(what, value, step, checkpoint_path):

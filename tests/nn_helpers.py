@@ -1,6 +1,7 @@
 """Helpers shared by the nn test files (test_layers.py, test_models.py)."""
 import numpy as np
 
+from device_helpers import D, H  # noqa: F401  (re-exported for the nn tests)
 from minidiff import backend
 
 
@@ -14,5 +15,7 @@ def randomize(module, seed=0):
 
 
 def rn(*shape, seed=1):
-    """A float64 standard-normal array of ``shape`` (NumPy), reproducible by ``seed``."""
-    return np.random.default_rng(seed).standard_normal(shape)
+    """A float64 standard-normal array of ``shape`` on the default backend (the device under
+    MINIDIFF_BACKEND=cupy), the same numbers on both backends for one ``seed``."""
+    return backend.asarray(np.random.default_rng(seed).standard_normal(shape))
+

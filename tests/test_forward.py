@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from device_helpers import D, H, assert_close, assert_equal
 from minidiff import backend
 from minidiff.forward import (
     add_noise_ve, add_noise_vp, ddpm_posterior, eps_from_score, eps_from_v, eps_from_x0,
@@ -24,8 +25,8 @@ alpha_bar_st = log_sigma.map(lambda ls: 1.0 / (1.0 + math.exp(2 * ls)))
 
 
 def _data(seed, shape=(7, 3)):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(shape), rng.standard_normal(shape)
+    rng = np.random.default_rng(seed)  # host draws, copied to the run's backend
+    return D(rng.standard_normal(shape)), D(rng.standard_normal(shape))
 
 
 @given(st.integers(0, 2**31), log_sigma)
@@ -36,8 +37,8 @@ def test_ve_vp_bridge_round_trip(seed, ls):
     x_ve = add_noise_ve(x0, sigma, eps)
     x_vp = add_noise_vp(x0, ab, eps)
     # same eps, same marginal: x_ve = x_vp / sqrt(ab) and x_vp = x_ve / sqrt(1 + sigma^2)
-    np.testing.assert_allclose(vp_to_ve(x_vp, ab), x_ve, rtol=1e-10, atol=1e-10 * (1 + sigma))
-    np.testing.assert_allclose(ve_to_vp(x_ve, sigma), x_vp, rtol=1e-10, atol=1e-12)
+    assert_close(vp_to_ve(x_vp, ab), x_ve, rtol=1e-10, atol=1e-10 * (1 + sigma))
+    assert_close(ve_to_vp(x_ve, sigma), x_vp, rtol=1e-10, atol=1e-12)
 
 
 @given(st.integers(0, 2**31), log_sigma)
@@ -45,9 +46,9 @@ def test_eps_x0_score_round_trips(seed, ls):
     x0, eps = _data(seed)
     sigma = math.exp(ls)
     x = add_noise_ve(x0, sigma, eps)
-    np.testing.assert_allclose(x0_from_eps(x, sigma, eps), x0, atol=1e-10 * (1 + sigma))
-    np.testing.assert_allclose(eps_from_x0(x, sigma, x0), eps, atol=1e-10 * (1 + 1 / sigma))
-    np.testing.assert_allclose(eps_from_score(score_from_eps(eps, sigma), sigma), eps, rtol=1e-12)
+    assert_close(x0_from_eps(x, sigma, eps), x0, atol=1e-10 * (1 + sigma))
+    assert_close(eps_from_x0(x, sigma, x0), eps, atol=1e-10 * (1 + 1 / sigma))
+    assert_close(eps_from_score(score_from_eps(eps, sigma), sigma), eps, rtol=1e-12)
 
 
 @given(st.integers(0, 2**31), alpha_bar_st)
@@ -55,20 +56,20 @@ def test_v_parametrisation_round_trips(seed, ab):
     x0, eps = _data(seed)
     x_t = add_noise_vp(x0, ab, eps)
     v = v_from_eps(x0, eps, ab)
-    np.testing.assert_allclose(eps_from_v(x_t, v, ab), eps, atol=1e-10)
-    np.testing.assert_allclose(x0_from_v(x_t, v, ab), x0, atol=1e-10)
+    assert_close(eps_from_v(x_t, v, ab), eps, atol=1e-10)
+    assert_close(x0_from_v(x_t, v, ab), x0, atol=1e-10)
 
 
 def test_per_sample_sigma_equals_per_sample_calls():
     x0, eps = _data(3, (5, 4))
-    sig = np.geomspace(1e-3, 1e3, 5)
+    sig = D(np.geomspace(1e-3, 1e3, 5))
     batched = add_noise_ve(x0, sig, eps)
     for i in range(5):
-        np.testing.assert_array_equal(batched[i], add_noise_ve(x0[i:i + 1], sig[i], eps[i:i + 1])[0])
+        assert_equal(batched[i], add_noise_ve(x0[i:i + 1], sig[i], eps[i:i + 1])[0])
     ab = 1 / (1 + sig**2)
     b2 = add_noise_vp(x0, ab, eps)
     for i in range(5):
-        np.testing.assert_allclose(b2[i], add_noise_vp(x0[i:i + 1], ab[i], eps[i:i + 1])[0], rtol=1e-15)
+        assert_close(b2[i], add_noise_vp(x0[i:i + 1], ab[i], eps[i:i + 1])[0], rtol=1e-15)
 
 
 # ----------------------------------------------------------------------------- posterior
@@ -99,11 +100,11 @@ def test_posterior_last_step_and_arrays_and_strides():
     ab = alpha_bars(linear_betas(1000))
     ts = timesteps(20, 1000, "leading")  # strided steps t -> t - 50
     c0, ct, var = ddpm_posterior(ab[ts[:-1]], ab[ts[1:]])
-    np.testing.assert_allclose(c0 + ct * np.sqrt(ab[ts[:-1]]), np.sqrt(ab[ts[1:]]), rtol=1e-12)
+    assert_close(c0 + ct * np.sqrt(ab[ts[:-1]]), np.sqrt(ab[ts[1:]]), rtol=1e-12)
     # unstrided: var is Ho et al.'s beta_tilde_t = (1 - ab_{t-1})/(1 - ab_t) beta_t
     b = linear_betas(1000)
     _, _, v1 = ddpm_posterior(ab[1:], ab[:-1])
-    np.testing.assert_allclose(v1, (1 - ab[:-1]) / (1 - ab[1:]) * b[1:], rtol=1e-9)
+    assert_close(v1, (1 - ab[:-1]) / (1 - ab[1:]) * b[1:], rtol=1e-9)
 
 
 @pytest.mark.parametrize("args, match", [
@@ -121,11 +122,11 @@ def test_posterior_bad_input(args, match):
 # ----------------------------------------------------------------------------- chains
 def test_random_walk_matches_closed_form_marginal():
     n, steps = 20000, 40
-    x0 = np.tile(np.array([[1.0, -2.0]]), (n, 1))
+    x0 = D(np.tile(np.array([[1.0, -2.0]]), (n, 1)))
     sig = np.geomspace(0.01, 0.3, steps)
-    traj = random_walk(x0, sig, rng=backend.default_rng(0))
+    traj = random_walk(x0, sig, rng=backend.default_rng(0))  # x0 and the rng on the run's backend
     assert traj.shape == (steps + 1, n, 2)
-    np.testing.assert_array_equal(traj[0], x0)
+    assert_equal(traj[0], x0)
     s_t = random_walk_marginal_std(sig)
     for t in (1, 10, steps):
         d = traj[t] - x0
@@ -135,10 +136,10 @@ def test_random_walk_matches_closed_form_marginal():
 
 
 def test_random_walk_replays_given_noise():
-    x0 = np.zeros((3, 2))
-    noise = [np.full((3, 2), float(i)) for i in range(4)]
+    x0 = D(np.zeros((3, 2)))
+    noise = [D(np.full((3, 2), float(i))) for i in range(4)]
     traj = random_walk(x0, [0.5, 0.5, 1.0, 2.0], noise=noise)
-    np.testing.assert_allclose(traj[-1], np.full((3, 2), 0.5 * 1 + 1.0 * 2 + 2.0 * 3))
+    assert_close(traj[-1], np.full((3, 2), 0.5 * 1 + 1.0 * 2 + 2.0 * 3))
     with pytest.raises(ValueError, match="noise must hold one array per step"):
         random_walk(x0, [0.5, 0.5], noise=noise)
 
@@ -146,10 +147,10 @@ def test_random_walk_replays_given_noise():
 @pytest.mark.parametrize("betas", [linear_betas(1000), cosine_betas(1000), linear_betas(50)])
 def test_vp_chain_matches_closed_form_marginal(betas):
     n = 20000
-    x0 = np.tile(np.array([[2.0, -1.0, 0.5]]), (n, 1))
+    x0 = D(np.tile(np.array([[2.0, -1.0, 0.5]]), (n, 1)))
     traj = vp_chain(x0, betas, rng=backend.default_rng(1))
     mean_coef, std = vp_chain_marginal(betas)
-    np.testing.assert_allclose(mean_coef**2, np.concatenate(([1.0], alpha_bars(betas))), rtol=1e-10)
+    assert_close(mean_coef**2, np.concatenate(([1.0], alpha_bars(betas))), rtol=1e-10)
     T = len(betas)
     for t in (1, T // 2, T):
         m = mean_coef[t] * x0[0]

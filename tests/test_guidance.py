@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from device_helpers import D, H
+from minidiff import backend
 from minidiff.guidance import classifier_free, classifier_guidance
 
 K = 3  # classes 0..K-1, K is the null label
@@ -18,26 +20,27 @@ class FakeConditional:
 
     num_classes = K
 
-    def __init__(self, seed=0, D=2):
+    def __init__(self, seed=0, dim=2):
         r = np.random.default_rng(seed)
-        self.A = r.standard_normal((K + 1, D))
-        self.b = r.standard_normal((K + 1, D))
+        self.A = D(r.standard_normal((K + 1, dim)))  # on the run's backend, like x and y below
+        self.b = D(r.standard_normal((K + 1, dim)))
         self.calls = []
 
     def __call__(self, x, sigma, y=None):
+        xp = backend.get_xp(x)
         self.calls.append((x.shape[0], None if y is None else y.copy()))
-        s = np.asarray(sigma, dtype=x.dtype).reshape(-1, 1) if np.ndim(sigma) else sigma  # (B,) -> (B, 1)
-        return np.tanh(x * self.A[y] + s) + self.b[y]  # (B, D) * (B, D) -> (B, D)
+        s = xp.asarray(sigma, dtype=x.dtype).reshape(-1, 1) if np.ndim(sigma) else sigma  # (B,) -> (B, 1)
+        return xp.tanh(x * self.A[y] + s) + self.b[y]  # (B, D) * (B, D) -> (B, D)
 
 
 @given(seed=st.integers(0, 2**16), sigma=log_sigmas, w=st.floats(-3.0, 10.0))
 def test_cfg_endpoints_and_affine_in_w(seed, sigma, w):
     model = FakeConditional(seed)
     r = np.random.default_rng(seed)
-    x = r.standard_normal((5, 2))
-    y = r.integers(0, K, size=5)
+    x = D(r.standard_normal((5, 2)))
+    y = D(r.integers(0, K, size=5))
     eps_c = model(x, sigma, y=y)
-    eps_u = model(x, sigma, y=np.full(5, K))
+    eps_u = model(x, sigma, y=D(np.full(5, K)))
     out = {v: classifier_free(model, y, v)(x, sigma) for v in (0.0, 1.0, w)}
     # w = 1 / w = 0 reproduce the plain model: same arithmetic up to eps_u + (eps_c - eps_u)
     # rounding, ~1e-16 * |eps| <= 1e-15
@@ -49,22 +52,22 @@ def test_cfg_endpoints_and_affine_in_w(seed, sigma, w):
 
 def test_cfg_is_one_call_of_batch_2b():
     model = FakeConditional()
-    y = np.array([0, 2, 1, 1])
+    y = D(np.array([0, 2, 1, 1]))
     den = classifier_free(model, y, 4.0)
     model.calls.clear()
-    den(np.zeros((4, 2)), 0.5)
+    den(D(np.zeros((4, 2))), 0.5)
     assert len(model.calls) == 1
     batch, labels = model.calls[0]
     assert batch == 8
-    assert np.array_equal(labels, np.array([0, 2, 1, 1, K, K, K, K]))
+    assert np.array_equal(H(labels), np.array([0, 2, 1, 1, K, K, K, K]))
 
 
 def test_cfg_per_sample_sigma_and_explicit_null_label():
     model = FakeConditional()
     r = np.random.default_rng(1)
-    x = r.standard_normal((4, 2))
-    y = np.array([0, 1, 2, 0])
-    sig = np.array([0.1, 1.0, 3.0, 10.0])
+    x = D(r.standard_normal((4, 2)))
+    y = D(np.array([0, 1, 2, 0]))
+    sig = D(np.array([0.1, 1.0, 3.0, 10.0]))
     out = classifier_free(model, y, 2.0, null_label=2)(x, sig)
     for i in range(4):  # metamorphic: per-sample sigma == one row at a time with a float sigma
         one = classifier_free(model, y[i:i + 1], 2.0, null_label=2)(x[i:i + 1], float(sig[i]))
@@ -74,8 +77,8 @@ def test_cfg_per_sample_sigma_and_explicit_null_label():
 def test_cfg_dtype_float32():
     model = FakeConditional()
     model.A, model.b = model.A.astype(np.float32), model.b.astype(np.float32)
-    x = np.ones((3, 2), dtype=np.float32)
-    out = classifier_free(model, np.array([0, 1, 2]), 1.5)(x, 0.7)
+    x = D(np.ones((3, 2), dtype=np.float32))
+    out = classifier_free(model, D(np.array([0, 1, 2])), 1.5)(x, 0.7)
     assert out.dtype == np.float32
 
 
@@ -85,8 +88,8 @@ def test_cfg_with_minidiff_model():
         pytest.skip("minidiff.nn.MLPDenoiser not available yet")
     model = nn.MLPDenoiser(2, hidden=(16,), num_classes=K, dtype="float64", seed=0)
     r = np.random.default_rng(0)
-    x = r.standard_normal((6, 2))
-    y = r.integers(0, K, size=6)
+    x = D(r.standard_normal((6, 2)))
+    y = D(r.integers(0, K, size=6))
     # w = 1 is the conditional model; float64, only the final eps_u + 1 * (eps_c - eps_u) rounding
     assert np.max(np.abs(classifier_free(model, y, 1.0)(x, 0.3) - model(x, 0.3, y=y))) < 1e-12
     assert np.max(np.abs(classifier_free(model, y, 0.0)(x, 0.3) - model(x, 0.3, y=None))) < 1e-12

@@ -17,14 +17,12 @@ from minidiff.nn import (
     GELU, Conv2d, Downsample, Embedding, GroupNorm, LayerNorm, Linear, ReLU, ResBlock, SigmaEmbedding,
     SiLU, Tanh, Upsample, gradcheck,
 )
-from nn_helpers import randomize, rn
+from nn_helpers import D, H, randomize, rn
 
 F64 = "float64"
 TOL = 1e-6
 
-
-# These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests.
-pytestmark = pytest.mark.usefixtures("numpy_backend")
+# Inputs come from nn_helpers (rn, D): on the default backend, the device under MINIDIFF_BACKEND=cupy.
 
 
 LAYER_CASES = {
@@ -61,7 +59,7 @@ def test_layer_gradcheck(case):
 
 def test_embedding_gradcheck_params():
     emb = randomize(Embedding(4, 3, dtype=F64))
-    labels = np.array([0, 3, 1, 3])  # repeated label: its gradient rows must add up
+    labels = D(np.array([0, 3, 1, 3]))  # repeated label: its gradient rows must add up
     result = gradcheck(emb, labels, check_inputs=False)
     assert result.max_rel_error < TOL, result.worst()
 
@@ -92,12 +90,13 @@ class LinearWrongWeightGrad(Linear):
         return dx
 
 
-@pytest.mark.parametrize("module,x", [
-    (WrongSiLU(), rn(3, 5)),
-    (ConvWithoutFold(3, 4, 3, dtype=F64), rn(2, 5, 5, 3)),
-    (LinearWrongWeightGrad(5, 4, dtype=F64), rn(3, 5)),
+@pytest.mark.parametrize("make", [
+    lambda: (WrongSiLU(), rn(3, 5)),
+    lambda: (ConvWithoutFold(3, 4, 3, dtype=F64), rn(2, 5, 5, 3)),
+    lambda: (LinearWrongWeightGrad(5, 4, dtype=F64), rn(3, 5)),
 ])
-def test_gradcheck_catches_wrong_backward(module, x):
+def test_gradcheck_catches_wrong_backward(make):
+    module, x = make()  # built in the test, on the backend of the run (nothing at collection time)
     # a wrong derivative is off by O(1) relative; 1e-2 is far above the 1e-6 pass threshold
     assert gradcheck(randomize(module), x).max_rel_error > 1e-2
 
@@ -121,9 +120,9 @@ def test_conv_matches_definition(k, stride, pad):
     conv = randomize(Conv2d(3, 2, k, stride, padding=pad, dtype=F64))
     x = rn(2, 7, 6, 3)
     y = conv(x)
-    ref = conv_reference(x, conv.W.data, conv.b.data, stride, pad)
+    ref = conv_reference(H(x), H(conv.W.data), H(conv.b.data), stride, pad)  # host loops
     assert y.shape == ref.shape
-    assert np.abs(y - ref).max() < 1e-12  # same sums in a different order: float64 roundoff only
+    assert np.abs(H(y) - ref).max() < 1e-12  # same sums in a different order: float64 roundoff only
 
 
 @pytest.mark.parametrize("make,shape", [
@@ -170,24 +169,25 @@ def test_backward_accumulates_and_zero_grad():
 
 
 def test_silu_extreme_inputs_no_overflow_float32():
-    x = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32)
+    x = D(np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an exp overflow would warn
         y = SiLU()(x)
     assert y.dtype == np.float32
-    assert np.allclose(y, [0.0, 0.0, 0.0, 100.0, 1e4], atol=1e-30)  # -100 * sigmoid(-100) ~ -4e-42
+    assert np.allclose(H(y), [0.0, 0.0, 0.0, 100.0, 1e4], atol=1e-30)  # -100 * sigmoid(-100) ~ -4e-42
 
 
-@pytest.mark.parametrize("layer,shape", [
-    (Linear(3, 2), (4, 3)), (SiLU(), (4, 3)), (GELU(), (4, 3)), (ReLU(), (4, 3)), (Tanh(), (4, 3)),
-    (LayerNorm(3), (4, 3)), (GroupNorm(2, 4), (2, 4, 4, 4)), (Conv2d(4, 4), (2, 4, 4, 4)),
-    (Upsample(), (2, 4, 4, 4)), (Downsample(), (2, 4, 4, 4)),
+@pytest.mark.parametrize("make,shape", [
+    (lambda: Linear(3, 2), (4, 3)), (SiLU, (4, 3)), (GELU, (4, 3)), (ReLU, (4, 3)), (Tanh, (4, 3)),
+    (lambda: LayerNorm(3), (4, 3)), (lambda: GroupNorm(2, 4), (2, 4, 4, 4)), (lambda: Conv2d(4, 4), (2, 4, 4, 4)),
+    (Upsample, (2, 4, 4, 4)), (Downsample, (2, 4, 4, 4)),
 ])
-def test_float32_stays_float32(layer, shape):
-    x = np.ones(shape, dtype=np.float32)
+def test_float32_stays_float32(make, shape, xp):
+    layer = make()
+    x = xp.ones(shape, dtype=np.float32)
     y = layer(x)
     assert y.dtype == np.float32
-    assert layer.backward(np.ones_like(y)).dtype == np.float32
+    assert layer.backward(xp.ones_like(y)).dtype == np.float32
 
 
 # ---- sigma embedding -------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_sigma_embedding_injective_on_dense_grid():
     """
     emb = SigmaEmbedding(dtype=F64)
     u = np.linspace(math.log(1e-3), math.log(1e5), 2000)
-    e = emb(np.exp(u))  # (N, 16)
+    e = H(emb(D(np.exp(u))))  # (N, 16), computed on the backend, compared on the host
     d2 = (e * e).sum(1)[:, None] + (e * e).sum(1)[None, :] - 2 * e @ e.T
     dist = np.sqrt(np.maximum(d2, 0))
     du = np.abs(u[:, None] - u[None, :])
@@ -213,7 +213,7 @@ def test_sigma_embedding_injective_on_dense_grid():
 @given(st.floats(math.log(1e-3), math.log(1e5)), st.floats(1e-3, math.log(1e8)))
 def test_sigma_embedding_separates_pairs(u1, du):
     u2 = u1 + du if u1 + du <= math.log(1e5) else u1 - du
-    e = SigmaEmbedding(dtype=F64)(np.exp(np.array([u1, u2])))
+    e = H(SigmaEmbedding(dtype=F64)(D(np.exp(np.array([u1, u2])))))
     assert np.linalg.norm(e[0] - e[1]) >= 0.05 * abs(u2 - u1)  # bound derived in the test above
 
 
@@ -223,7 +223,7 @@ def test_two_feature_embedding_aliases_which_is_why_we_do_not_use_it():
     u = np.array([math.log(1e-3), math.log(1e-3) + 4 * math.pi])
     two = np.stack([np.sin(u / 2), np.cos(u / 2)], axis=1)
     assert np.abs(two[0] - two[1]).max() < 1e-12
-    e = SigmaEmbedding(dtype=F64)(np.exp(u))
+    e = H(SigmaEmbedding(dtype=F64)(D(np.exp(u))))
     assert np.linalg.norm(e[0] - e[1]) > 0.5
 
 
@@ -232,15 +232,15 @@ def test_two_feature_embedding_aliases_which_is_why_we_do_not_use_it():
 def test_shape_and_dtype_errors_are_clear():
     lin = Linear(3, 2)
     with pytest.raises(ValueError, match="last dimension 3"):
-        lin(np.ones((4, 5), dtype=np.float32))
+        lin(D(np.ones((4, 5), dtype=np.float32)))
     with pytest.raises(TypeError, match="float64 but the parameters are float32"):
-        lin(np.ones((4, 3)))
+        lin(D(np.ones((4, 3))))
     with pytest.raises(TypeError, match="float32 or float64"):
-        lin(np.ones((4, 3), dtype=np.int64))
+        lin(D(np.ones((4, 3), dtype=np.int64)))
     with pytest.raises(TypeError, match="must be an array"):
         lin([[1.0, 2.0, 3.0]])
     with pytest.raises(ValueError, match="4 dimensions"):
-        Conv2d(3, 3)(np.ones((4, 3), dtype=np.float32))
+        Conv2d(3, 3)(D(np.ones((4, 3), dtype=np.float32)))
     with pytest.raises(ValueError, match="kernel_size"):
         Conv2d(3, 3, kernel_size=5)
     with pytest.raises(ValueError, match="stride"):
@@ -248,7 +248,7 @@ def test_shape_and_dtype_errors_are_clear():
     with pytest.raises(ValueError, match="divisible"):
         GroupNorm(4, 6)
     with pytest.raises(ValueError, match="even"):
-        Downsample()(np.ones((1, 3, 4, 2), dtype=np.float32))
+        Downsample()(D(np.ones((1, 3, 4, 2), dtype=np.float32)))
     with pytest.raises(TypeError, match="float32 or float64"):
         Linear(3, 2, dtype="float16")
 
@@ -256,11 +256,11 @@ def test_shape_and_dtype_errors_are_clear():
 def test_embedding_label_errors():
     emb = Embedding(4, 3)
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        emb(np.array([0, 4]))  # checked before indexing: CuPy would wrap 4 -> 0 silently
+        emb(D(np.array([0, 4])))  # checked before indexing: CuPy would wrap 4 -> 0 silently
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        emb(np.array([-1, 0]))
+        emb(D(np.array([-1, 0])))
     with pytest.raises(TypeError, match="integer"):
-        emb(np.array([0.0, 1.0]))
+        emb(D(np.array([0.0, 1.0])))
 
 
 def test_module_state_dict_roundtrip_and_no_half_load():
@@ -286,7 +286,8 @@ def test_named_parameters_cover_nested_modules():
 
 @pytest.mark.gpu
 def test_backend_mismatch_is_a_type_error():
-    lin = Linear(3, 2)  # numpy parameters (the autouse fixture selects numpy)
+    with backend.use_backend("numpy"):
+        lin = Linear(3, 2)  # numpy parameters
     with backend.use_backend("cupy") as cp:
         x = cp.ones((4, 3), dtype=cp.float32)
     with pytest.raises(TypeError, match="numpy array like the parameters"):

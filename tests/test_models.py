@@ -13,13 +13,12 @@ from minidiff import backend
 from minidiff.nn import (
     MODELS, Adam, MLPDenoiser, NoiseAwareClassifier, UNetDenoiser, build_model, cross_entropy, gradcheck,
 )
-from nn_helpers import randomize, rn
+from nn_helpers import D, H, randomize, rn
 
 TOL = 1e-6
 
-
-# These tests build NumPy inputs; the CuPy path is covered by the gpu-marked tests.
-pytestmark = pytest.mark.usefixtures("numpy_backend")
+# Inputs come from nn_helpers (rn, D): on the default backend, the device under MINIDIFF_BACKEND=cupy;
+# host references are computed on H(...) copies.
 
 
 def small_unet(**kw):
@@ -29,8 +28,8 @@ def small_unet(**kw):
 @pytest.mark.parametrize("kw", [dict(), dict(num_classes=3), dict(activation="gelu"), dict(activation="relu")])
 def test_mlp_gradcheck(kw):
     model = randomize(MLPDenoiser(2, hidden=(8, 8), dtype="float64", **kw))
-    y = np.array([0, 1, 3, 2]) if "num_classes" in kw else None
-    sigma = np.array([0.01, 1.0, 3.0, 200.0])  # per-sample, across the schedule range
+    y = D(np.array([0, 1, 3, 2])) if "num_classes" in kw else None
+    sigma = D(np.array([0.01, 1.0, 3.0, 200.0]))  # per-sample, across the schedule range
     result = gradcheck(model, rn(4, 2), kwargs=dict(sigma=sigma, y=y))
     assert result.max_rel_error < TOL, result.worst()
     assert len(result.errors) == 1 + len(list(model.parameters()))  # input and every parameter checked
@@ -39,7 +38,7 @@ def test_mlp_gradcheck(kw):
 def test_unet_gradcheck_all_parameters():
     model = randomize(small_unet(num_classes=2))
     # large parameters are checked on 8 random entries plus 2 random directions (see gradcheck)
-    result = gradcheck(model, rn(2, 1, 4, 4), kwargs=dict(sigma=np.array([0.5, 2.0]), y=np.array([0, 2])),
+    result = gradcheck(model, rn(2, 1, 4, 4), kwargs=dict(sigma=D(np.array([0.5, 2.0])), y=D(np.array([0, 2]))),
                        max_entries=8, n_directions=2)
     assert result.max_rel_error < TOL, result.worst()
     assert set(result.errors) == {"input0"} | {n for n, _ in model.named_parameters()}
@@ -55,27 +54,29 @@ def test_classifier_gradcheck_and_grad_log_prob():
     clf = randomize(NoiseAwareClassifier(2, 3, hidden=(8,), dtype="float64"))
     x = rn(4, 2)
     assert gradcheck(clf, x, kwargs=dict(sigma=1.5)).max_rel_error < TOL
-    y = np.array([0, 1, 2, 1])
+    y = D(np.array([0, 1, 2, 1]))
     for p in clf.parameters():
         p.grad[...] = 7.0
     g = clf.grad_log_prob(x, 1.5, y)
     assert all((p.grad == 7.0).all() for p in clf.parameters())  # parameter gradients untouched
 
     def log_prob(x):
-        logits = clf(x, 1.5)
+        logits = H(clf(x, 1.5))  # host reference of log softmax
         m = logits.max(axis=1)
-        return logits[np.arange(4), y] - m - np.log(np.exp(logits - m[:, None]).sum(axis=1))
+        return logits[np.arange(4), H(y)] - m - np.log(np.exp(logits - m[:, None]).sum(axis=1))
 
     eps = 1e-6
-    num = np.stack([(log_prob(x + eps * e) - log_prob(x - eps * e)) / (2 * eps) for e in np.eye(2)], axis=1)
+    num = np.stack([(log_prob(x + eps * e) - log_prob(x - eps * e)) / (2 * eps) for e in D(np.eye(2))], axis=1)
+    g = H(g)
     assert np.abs(num - g).max() < 1e-7 * max(1.0, np.abs(g).max())  # central differences, float64
 
 
 def test_cross_entropy_value_and_gradient():
-    logits, y = rn(5, 4) * 3, np.array([0, 3, 1, 1, 2])
+    logits, y = rn(5, 4) * 3, D(np.array([0, 3, 1, 1, 2]))
     loss, d = cross_entropy(logits, y)
-    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # direct formula, fine at this scale
-    assert abs(loss - (-np.log(p[np.arange(5), y]).mean())) < 1e-12
+    L = H(logits)
+    p = np.exp(L) / np.exp(L).sum(1, keepdims=True)  # direct formula on the host, fine at this scale
+    assert abs(loss - (-np.log(p[np.arange(5), H(y)]).mean())) < 1e-12
     eps = 1e-6
     flat = logits.reshape(-1)
     num = np.empty(flat.size)
@@ -87,8 +88,8 @@ def test_cross_entropy_value_and_gradient():
         lm = cross_entropy(logits, y)[0]
         flat[i] = old
         num[i] = (lp - lm) / (2 * eps)
-    assert np.abs(num - d.reshape(-1)).max() < 1e-8
-    big, _ = cross_entropy(np.array([[1000.0, 0.0]]), np.array([1]))
+    assert np.abs(num - H(d).reshape(-1)).max() < 1e-8
+    big, _ = cross_entropy(D(np.array([[1000.0, 0.0]])), D(np.array([1])))
     assert abs(big - 1000.0) < 1e-9  # log-sum-exp: no overflow
 
 
@@ -100,15 +101,15 @@ def test_batched_equals_per_sample_and_scalar_sigma(make, shape):
     model = randomize(make())
     x = rn(*shape)
     B = shape[0]
-    sigma = np.geomspace(0.01, 100.0, B)
-    y = np.arange(B) % 3
+    sigma = D(np.geomspace(0.01, 100.0, B))
+    y = D(np.arange(B) % 3)
     out = model(x, sigma, y)
     per = np.concatenate([model(x[i:i + 1], sigma[i:i + 1], y[i:i + 1]) for i in range(B)])
     assert np.abs(out - per).max() < 1e-12  # float64; same arithmetic per sample
     # scalar sigma == the same sigma repeated per sample
-    assert np.abs(model(x, 0.7, y) - model(x, np.full(B, 0.7), y)).max() < 1e-12
+    assert np.abs(model(x, 0.7, y) - model(x, D(np.full(B, 0.7)), y)).max() < 1e-12
     # y=None on a conditional model == all NULL labels (value num_classes)
-    assert np.array_equal(model(x, 0.7), model(x, 0.7, np.full(B, 2)))
+    assert np.array_equal(model(x, 0.7), model(x, 0.7, D(np.full(B, 2))))
 
 
 def test_vp_preconditioning():
@@ -125,53 +126,54 @@ def test_vp_preconditioning():
 
 def test_model_errors():
     mlp = MLPDenoiser(2, num_classes=3)
-    x = np.zeros((4, 2), dtype=np.float32)
+    x = D(np.zeros((4, 2), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        mlp(x, 1.0, np.array([0, 1, 2, 4]))  # 4 > num_classes (3 = NULL)
+        mlp(x, 1.0, D(np.array([0, 1, 2, 4])))  # 4 > num_classes (3 = NULL)
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        mlp(x, 1.0, np.array([0, -1, 2, 3]))
+        mlp(x, 1.0, D(np.array([0, -1, 2, 3])))
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
-        mlp(x, 1.0, np.array([0, 1]))
+        mlp(x, 1.0, D(np.array([0, 1])))
     with pytest.raises(ValueError, match="unconditional"):
-        MLPDenoiser(2)(x, 1.0, np.array([0, 1, 2, 3]))
+        MLPDenoiser(2)(x, 1.0, D(np.array([0, 1, 2, 3])))
     with pytest.raises(ValueError, match="sigma"):
         mlp(x, -1.0)
     with pytest.raises(ValueError, match="sigma"):
-        mlp(x, np.ones(3))
+        mlp(x, D(np.ones(3)))
     with pytest.raises(TypeError, match="float64 but the parameters are float32"):
         mlp(x.astype(np.float64), 1.0)
     with pytest.raises(ValueError, match="last dimension 2"):
-        mlp(np.zeros((4, 3), dtype=np.float32), 1.0)
+        mlp(D(np.zeros((4, 3), dtype=np.float32)), 1.0)
     unet = UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4)
     with pytest.raises(ValueError, match="1 channels"):
-        unet(np.zeros((2, 3, 8, 8), dtype=np.float32), 1.0)
+        unet(D(np.zeros((2, 3, 8, 8), dtype=np.float32)), 1.0)
     with pytest.raises(ValueError, match="divisible by 2"):
-        unet(np.zeros((2, 1, 7, 8), dtype=np.float32), 1.0)
+        unet(D(np.zeros((2, 1, 7, 8), dtype=np.float32)), 1.0)
     with pytest.raises(ValueError, match="divisible by groups"):
         UNetDenoiser(1, base_channels=6, groups=4)
     with pytest.raises(ValueError, match="activation"):
         MLPDenoiser(2, activation="softplus")
 
 
-def test_float32_default_and_shapes():
+def test_float32_default_and_shapes(xp):
     mlp = MLPDenoiser(2)
-    x = np.ones((5, 2), dtype=np.float32)
-    out = mlp(x, np.geomspace(1e-3, 2e4, 5).astype(np.float32))
+    x = D(np.ones((5, 2), dtype=np.float32))
+    out = mlp(x, D(np.geomspace(1e-3, 2e4, 5).astype(np.float32)))
     assert out.dtype == np.float32 and out.shape == (5, 2)
-    assert mlp.backward(np.ones_like(out)).dtype == np.float32
+    assert mlp.backward(xp.ones_like(out)).dtype == np.float32
     unet = UNetDenoiser(1)
-    img = np.ones((2, 1, 16, 16), dtype=np.float32)
+    img = D(np.ones((2, 1, 16, 16), dtype=np.float32))
     out = unet(img, 1.0)
     assert out.dtype == np.float32 and out.shape == img.shape
-    assert unet.backward(np.ones_like(out)).shape == img.shape
+    assert unet.backward(xp.ones_like(out)).shape == img.shape
 
 
-@pytest.mark.parametrize("model", [
-    MLPDenoiser(2, hidden=(16,), num_classes=3, seed=3),
-    UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4, seed=3),
-    NoiseAwareClassifier(2, 3, hidden=(16,), seed=3),
+@pytest.mark.parametrize("make", [
+    lambda: MLPDenoiser(2, hidden=(16,), num_classes=3, seed=3),
+    lambda: UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4, seed=3),
+    lambda: NoiseAwareClassifier(2, 3, hidden=(16,), seed=3),
 ])
-def test_config_is_json_and_rebuilds_identical_model(model):
+def test_config_is_json_and_rebuilds_identical_model(make):
+    model = make()  # built in the test, on the run's backend
     spec = json.loads(json.dumps({"model": type(model).__name__, **model.config}))
     clone = build_model(spec)
     assert type(clone) is type(model)
@@ -184,23 +186,23 @@ def test_config_is_json_and_rebuilds_identical_model(model):
 
 def test_training_tiny_mlp_lowers_loss():
     """Eight 2-D points, denoising loss ||eps_hat - eps||^2 on a fixed evaluation batch, Adam 600 steps."""
-    rng = np.random.default_rng(0)
-    data = rng.standard_normal((8, 2)).astype(np.float32)
+    rng = np.random.default_rng(0)  # host draws, copied to the run's backend
+    data = D(rng.standard_normal((8, 2)).astype(np.float32))
     model = MLPDenoiser(2, hidden=(32, 32), seed=0)
     opt = Adam(model.parameters(), lr=1e-2)
     eval_rng = np.random.default_rng(1)
-    ex0 = data[eval_rng.integers(0, 8, 256)]
-    esig = np.exp(eval_rng.uniform(np.log(0.05), np.log(5.0), 256)).astype(np.float32)
-    eeps = eval_rng.standard_normal((256, 2)).astype(np.float32)
+    ex0 = data[D(eval_rng.integers(0, 8, 256))]
+    esig = D(np.exp(eval_rng.uniform(np.log(0.05), np.log(5.0), 256)).astype(np.float32))
+    eeps = D(eval_rng.standard_normal((256, 2)).astype(np.float32))
 
     def eval_loss():
         return float(((model(ex0 + esig[:, None] * eeps, esig) - eeps) ** 2).mean())
 
     before = eval_loss()
     for _ in range(600):
-        x0 = data[rng.integers(0, 8, 128)]
-        sig = np.exp(rng.uniform(np.log(0.05), np.log(5.0), 128)).astype(np.float32)
-        eps = rng.standard_normal((128, 2)).astype(np.float32)
+        x0 = data[D(rng.integers(0, 8, 128))]
+        sig = D(np.exp(rng.uniform(np.log(0.05), np.log(5.0), 128)).astype(np.float32))
+        eps = D(rng.standard_normal((128, 2)).astype(np.float32))
         eps_hat = model(x0 + sig[:, None] * eps, sig)
         opt.zero_grad()
         model.backward((eps_hat - eps) * (2.0 / eps_hat.size))  # d mean((eps_hat - eps)^2)
@@ -215,10 +217,11 @@ def test_training_tiny_mlp_lowers_loss():
 
 @pytest.mark.gpu
 def test_models_match_between_numpy_and_cupy():
-    x = rn(3, 1, 8, 8).astype(np.float32)
+    x = H(rn(3, 1, 8, 8)).astype(np.float32)
     sigma = np.array([0.1, 1.0, 10.0], dtype=np.float32)
     y = np.array([0, 1, 2])
-    ref = UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4, num_classes=2, seed=5)
+    with backend.use_backend("numpy"):
+        ref = UNetDenoiser(1, base_channels=8, channel_mult=(1, 2), groups=4, num_classes=2, seed=5)
     out_np = ref(x, sigma, y)
     dx_np = ref.backward(np.ones_like(out_np))
     with backend.use_backend("cupy") as cp:

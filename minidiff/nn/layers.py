@@ -485,7 +485,15 @@ class SigmaEmbedding(Module):
         self.dim = 2 * self.num_frequencies
         K = self.num_frequencies
         ratio = (self.max_frequency / self.min_frequency) ** (1.0 / (K - 1)) if K > 1 else 1.0
-        self._freqs = [self.min_frequency * ratio ** k for k in range(K)]  # Python floats, cast at use
+        self._freqs = [self.min_frequency * ratio ** k for k in range(K)]  # Python floats
+        self._w_cache = {}  # (backend, dtype) -> the (K,) frequency array, built once per backend
+
+    def _frequencies(self, xp, dtype):
+        key = (xp.__name__, str(dtype))
+        w = self._w_cache.get(key)
+        if w is None:  # one host -> device copy per backend and dtype, not one per forward
+            w = self._w_cache[key] = xp.asarray(self._freqs, dtype=dtype)
+        return w
 
     def forward(self, sigma):
         """``sigma``: array (B,) of noise levels in [1e-15, 1e15] -> features (B, 2K)."""
@@ -496,7 +504,7 @@ class SigmaEmbedding(Module):
     def embed(self, sigma):
         """:meth:`forward` without the range check, for callers that validated ``sigma`` already."""
         xp = backend.get_xp(sigma)
-        w = xp.asarray(self._freqs, dtype=sigma.dtype)  # (K,)
+        w = self._frequencies(xp, sigma.dtype)  # (K,)
         u = xp.log(sigma)
         wu = u[:, None] * w[None, :]  # (B, 1) * (1, K) -> (B, K)
         self._sigma, self._wu, self._w = sigma, wu, w

@@ -59,7 +59,8 @@ class _Conditioning:
         if y is None:
             return xp.full((B,), self.num_classes, dtype=xp.int64)  # all NULL
         # num_classes itself is the NULL label (classifier-free guidance), so K + 1 values are allowed
-        return check_labels(y, "y", self.num_classes + 1, batch=B, like=self.class_emb.W.data)
+        # shape, dtype, backend here; the range once, in class_emb's forward (one sync, not two)
+        return check_labels(y, "y", self.num_classes + 1, batch=B, like=self.class_emb.W.data, values=False)
 
 
 class _MLPTrunk:

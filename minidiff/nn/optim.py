@@ -187,11 +187,14 @@ class AdamW(Adam):
 
 def clip_grad_norm(params, max_norm: float) -> float:
     r"""Scale all gradients by ``min(1, max_norm / ||g||)`` where ``||g||`` is the global L2 norm over
-    every parameter; returns ``||g||`` before clipping, as a Python float (one host sync)."""
+    every parameter; returns ``||g||`` before clipping, as a Python float: one device -> host sync
+    in all, the squared norms being summed on the device (docs/backends.md §1)."""
     params = _param_list(params)
     if not (isinstance(max_norm, float) and max_norm == float("inf")):  # inf: measure only, never clip
         max_norm = check_real(max_norm, "max_norm", 0.0, low_open=True)
-    total = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+    xp = backend.get_xp(params[0].grad)
+    sq = [xp.vdot(p.grad.reshape(-1), p.grad.reshape(-1)) for p in params]  # 0-d device arrays
+    total = math.sqrt(float(xp.sum(xp.stack(sq))))  # the one sync
     if total > max_norm:
         scale = max_norm / total
         for p in params:
