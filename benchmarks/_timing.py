@@ -44,13 +44,14 @@ def torch_or_none(threads=2):
     return torch
 
 
-def print_table(res, ref, flops=None, peak=None):
+def print_table(res, ref, flops=None, peak=None, ref2=None):
     """Print ``interleaved``'s results: min and median ms, the ratio of minima to ``ref`` (a key of
-    ``res``; "-" when that peer was not run), and with ``flops``/``peak`` the fraction of the GEMM rate."""
-    ref_ms = res[ref][0] if ref in res else None
-    head = f"{'impl':<22}{'min ms':>9}{'median':>9}{'ratio(min)':>12}"
+    ``res``; "-" when that peer was not run), with ``ref2`` a second ratio column, and with
+    ``flops``/``peak`` the fraction of the GEMM rate (``flops`` of GEMM work per call)."""
+    refs = [r for r in (ref, ref2) if r is not None]
+    head = f"{'impl':<22}{'min ms':>9}{'median':>9}" + "".join(f"{'/ ' + r:>24}" for r in refs)
     print(head + (f"{'GEMM frac':>11}" if flops else ""))
     for name, (best, med) in res.items():
-        ratio = f"{best / ref_ms:.2f}" if ref_ms else "-"
+        ratios = "".join(f"{best / res[r][0]:>24.2f}" if r in res else f"{'-':>24}" for r in refs)
         frac = f"{flops / (best * 1e-3) / 1e9 / peak:>11.2f}" if flops else ""
-        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratio:>12}{frac}")
+        print(f"{name:<22}{best:>9.2f}{med:>9.2f}{ratios}{frac}")

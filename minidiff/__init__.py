@@ -13,6 +13,10 @@ here, so ``import minidiff`` stays free of matplotlib.
 """
 __version__ = "0.1.0"
 
+from ._threads import apply_default_blas_threads as _apply_default_blas_threads
+
+_apply_default_blas_threads()  # before anything imports NumPy; see minidiff/_threads.py
+
 from . import nn  # noqa: F401
 from .backend import (  # noqa: F401
     asarray, cupy_available, default_rng, get_backend, get_xp, set_backend, to_numpy, use_backend,

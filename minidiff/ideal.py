@@ -21,7 +21,12 @@ Numerics (why the code looks the way it does)
 * Distances come from a GEMM: ||x - x_i||^2 = |x|^2 - 2 x.x_i + |x_i|^2. The |x|^2 term is
   constant per query and cancels in the softmax, so the hot loop only forms
   logits_i = (x.x_i - |x_i|^2 / 2) / sigma^2. This costs 2 N D B flops, and the weighted sum
-  sum_i w_i x_i another 2 N D B (the "4 N D B" of the benchmark).
+  sum_i w_i x_i another 2 N D B (the "4 N D B" of the benchmark). Both GEMMs run on one augmented
+  matrix A = [|x_i|^2 / 2, x_i, 1]: the queries [-1, x] / sigma^2 times A's first D + 1 columns give
+  the logits with the shift and scale already applied, and the weights times A's last D + 1 columns
+  give sum_i w_i x_i and sum_i w_i together, so what remains besides the GEMMs is max, shift,
+  floor and exp (measured at ~0.9 of the time of the two GEMMs alone at N = 60000, D = 784;
+  benchmarks/bench_ideal.py).
 * The expansion cancels when x sits near a data point far from the origin. Two guards:
   the data (and queries) are recentred on the data mean (computed in float64), which
   removes a common offset; and the nearest candidate is refined exactly: its squared
@@ -123,8 +128,16 @@ class IdealDenoiser:
         # Recentre on the data mean (accumulated in float64, then cast once): removes a
         # common offset from the GEMM distance expansion.
         self.center = xp.mean(flat.astype("float64"), axis=0).astype(self.dtype)  # (D,)
-        self.data = xp.ascontiguousarray(flat - self.center)  # (N, D), recentred
-        self.half_sq = 0.5 * xp.sum(self.data * self.data, axis=1)  # (N,) = |x_i - c|^2 / 2
+        # One augmented matrix A = [|x_i - c|^2 / 2, x_i - c, 1] (N, D + 2), so that both GEMMs of the
+        # scan carry their elementwise companions: [-1, x - c] / sigma^2 @ A[:, :D+1]^T is the logit
+        # (x.x_i - |x_i|^2 / 2) / sigma^2, and w @ A[:, 1:] is [sum_i w_i (x_i - c), sum_i w_i].
+        aug = xp.empty((self.n, self.dim + 2), dtype=self.dtype)
+        aug[:, 1:-1] = flat - self.center  # recentred data
+        aug[:, 0] = 0.5 * xp.sum(aug[:, 1:-1] * aug[:, 1:-1], axis=1)
+        aug[:, -1] = 1.0
+        self._aug = aug
+        self.data = aug[:, 1:-1]  # (N, D), recentred (a view)
+        self.half_sq = aug[:, 0]  # (N,) = |x_i - c|^2 / 2 (a view)
 
     # -- the streamed core -------------------------------------------------------------
     def _inv_var(self, sigma, B):
@@ -135,40 +148,47 @@ class IdealDenoiser:
         s = xp.asarray(sigma, dtype="float64").reshape(B, 1)  # (B, 1, ..., 1) -> (B, 1)
         return (1.0 / (s * s)).astype(self.dtype)
 
-    def _scan(self, xc, inv_var):
+    def _queries(self, xc, inv_var):
+        """[-1, x - c] / sigma^2, (B, D + 1): with A[:, :D+1] one GEMM gives the logits."""
+        q = self.xp.empty((xc.shape[0], self.dim + 1), dtype=self.dtype)
+        q[:, :1] = -1.0
+        q[:, 1:] = xc
+        q *= inv_var  # scalar or (B, 1)
+        return q
+
+    def _scan(self, xc, inv_var, want_top=False):
         """Online log-sum-exp over chunks of K for recentred queries xc (B, D).
 
         Returns (m, s, acc, top): running max logit (B,), sum exp(logit - m) (B,) >= 1,
-        weighted sum acc = sum_i exp(logit_i - m) (x_i - c) (B, D), and the index of the
-        largest logit (the nearest point, up to GEMM rounding) (B,).
+        weighted sum acc = sum_i exp(logit_i - m) (x_i - c) (B, D), and (with ``want_top``) the
+        index of the largest logit (the nearest point, up to GEMM rounding) (B,), else None.
+        Per chunk: two GEMMs and four elementwise passes (max, shift, floor, exp); the sums
+        s and acc both come out of the second GEMM through A's column of ones.
         """
         xp = self.xp
-        B = xc.shape[0]
+        B, D = xc.shape
+        q = self._queries(xc, inv_var)  # (B, D + 1)
         m = xp.full((B,), -xp.inf, dtype=self.dtype)
-        s = xp.zeros((B,), dtype=self.dtype)
-        acc = xp.zeros((B, self.dim), dtype=self.dtype)
-        top = xp.zeros((B,), dtype="int64")
-        rows = xp.arange(B)
+        acc_s = xp.zeros((B, D + 1), dtype=self.dtype)  # [acc, s]
+        top = xp.zeros((B,), dtype="int64") if want_top else None
         for start in range(0, self.n, self.chunk_size):
-            Kc = self.data[start:start + self.chunk_size]  # (C, D)
-            logits = xc @ Kc.T  # (B, D) @ (D, C) -> (B, C)
-            logits -= self.half_sq[start:start + self.chunk_size]  # x.x_i - |x_i|^2/2, (B, C)
-            logits *= inv_var  # / sigma^2, scalar or (B, 1)
-            j = xp.argmax(logits, axis=1)  # (B,)
-            m_chunk = logits[rows, j]  # (B,)
-            better = m_chunk > m
-            top = xp.where(better, j + start, top)
+            Ac = self._aug[start:start + self.chunk_size]  # (C, D + 2)
+            logits = q @ Ac[:, :D + 1].T  # (B, D+1) @ (D+1, C) -> (B, C): (x.x_i - |x_i|^2/2) / sigma^2
+            if want_top:
+                j = xp.argmax(logits, axis=1)  # (B,)
+                m_chunk = xp.take_along_axis(logits, j[:, None], axis=1)[:, 0]
+                top = xp.where(m_chunk > m, j + start, top)
+            else:
+                m_chunk = logits.max(axis=1)  # (B,)
             m_new = xp.maximum(m, m_chunk)
             rescale = xp.exp(m - m_new)  # (B,), 0 on the first chunk (exp(-inf))
             logits -= m_new[:, None]
             xp.maximum(logits, _LOGIT_FLOOR, out=logits)  # subnormal trap guard
             xp.exp(logits, out=logits)  # in place, stays in the data dtype
-            s *= rescale
-            s += logits.sum(axis=1)
-            acc *= rescale[:, None]
-            acc += logits @ Kc  # (B, C) @ (C, D) -> (B, D)
+            acc_s *= rescale[:, None]
+            acc_s += logits @ Ac[:, 1:]  # (B, C) @ (C, D+1) -> (B, D+1): [sum w (x_i - c), sum w]
             m = m_new
-        return m, s, acc, top
+        return m, acc_s[:, D], acc_s[:, :D], top
 
     def _prepare(self, x, sigma):
         sig, xf = _checked_queries(x, sigma, self.item_shape, self.dtype)  # at most one sync
@@ -202,14 +222,13 @@ class IdealDenoiser:
         sig, xc, inv_var = self._prepare(x, sigma)
         m, s, _, _ = self._scan(xc, inv_var)
         w = xp.empty((xc.shape[0], self.n), dtype=self.dtype)
+        q = self._queries(xc, inv_var)
         for start in range(0, self.n, self.chunk_size):
-            Kc = self.data[start:start + self.chunk_size]  # (C, D)
-            logits = xc @ Kc.T  # (B, D) @ (D, C) -> (B, C)
-            logits -= self.half_sq[start:start + self.chunk_size]
-            logits *= inv_var
+            Ac = self._aug[start:start + self.chunk_size]  # (C, D + 2)
+            logits = q @ Ac[:, :self.dim + 1].T  # (B, D+1) @ (D+1, C) -> (B, C), as in _scan
             logits -= m[:, None]
             # below the floor the weight is < 2e-35 of the top one: report it as exactly 0
-            w[:, start:start + Kc.shape[0]] = xp.where(logits < _LOGIT_FLOOR, 0.0, xp.exp(logits)) / s[:, None]
+            w[:, start:start + Ac.shape[0]] = xp.where(logits < _LOGIT_FLOOR, 0.0, xp.exp(logits)) / s[:, None]
         return w.astype(x.dtype, copy=False)
 
     def smoothed_dist2(self, x, sigma):
@@ -221,7 +240,7 @@ class IdealDenoiser:
         """
         xp = self.xp
         sig, xc, inv_var = self._prepare(x, sigma)
-        _, s, _, top = self._scan(xc, inv_var)
+        _, s, _, top = self._scan(xc, inv_var, want_top=True)
         diff = xc - self.data[top]  # (B, D), exact difference to the top candidate
         d2_top = xp.sum(diff * diff, axis=1)  # (B,)
         two_var = 2.0 * sig * sig if isinstance(sig, float) else 2.0 * (sig.reshape(-1) ** 2)

@@ -128,6 +128,18 @@ def test_every_docs_pointer_names_a_numbered_heading():
     assert not dead, "dead docs/ pointers:\n" + "\n".join(dead)
 
 
+def test_every_docs_file_named_exists():
+    """A pointer without a section ("see docs/foo.md") must name an existing file (or a planned one)."""
+    present = {p.name for p in (ROOT / "docs").glob("*.md")}
+    missing = []
+    for name, text in _tracked_text_files():
+        for i, line in enumerate(text.splitlines(), 1):
+            for doc in re.findall(r"docs/([\w-]+\.md)", line):
+                if doc not in present and doc not in PLANNED:
+                    missing.append(f"{name}:{i}: docs/{doc}")
+    assert not missing, "pointers to missing docs files:\n" + "\n".join(missing)
+
+
 def test_docstrings_with_backslashes_are_raw_and_no_control_characters():
     bad = []
     for name, text in _tracked_text_files():

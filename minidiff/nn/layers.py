@@ -246,63 +246,155 @@ class GroupNorm(Module):
         self.gamma = Parameter(xp.ones((self.channels,), dtype=dt))
         self.beta = Parameter(xp.zeros((self.channels,), dtype=dt))
 
-    def _group_mean(self, a):
-        """Mean over each (sample, group) of ``a (B, HW, C)``, broadcast back per channel: (B, 1, C).
-        The sum over HW is a batched GEMV with a ones vector (~40x faster in NumPy than ``sum(axis=(1, 3))``
-        on the strided (B, HW, G, C/G) view)."""
-        xp = backend.get_xp(a)
-        B, HW, C = a.shape
+    def _group_mean(self, s_bc, HW):
+        """Per-(sample, group) means from per-channel sums ``s_bc (B, C)`` over HW pixels, broadcast back
+        per channel: (B, C)."""
+        xp = backend.get_xp(s_bc)
+        B, C = s_bc.shape
         G = self.groups
-        ones = xp.ones((1, HW), dtype=a.dtype)
-        per_channel = ones @ a  # (1, HW) @ (B, HW, C) -> (B, 1, C)
-        per_group = per_channel.reshape(B, G, C // G).sum(axis=2, keepdims=True)  # (B, G, 1)
+        per_group = s_bc.reshape(B, G, C // G).sum(axis=2, keepdims=True)  # (B, G, 1)
         per_group *= 1.0 / (HW * (C // G))
-        return xp.broadcast_to(per_group, (B, G, C // G)).reshape(B, 1, C)  # (B, G, C/G) -> (B, 1, C)
+        return xp.broadcast_to(per_group, (B, G, C // G)).reshape(B, C)  # (B, G, C/G) -> (B, C)
 
     def forward(self, x):
         x = check_array(x, "x", like=self.gamma.data, ndim=4, last=self.channels, finite=False)
         xp = backend.get_xp(x)
         B, H, W, C = x.shape
         x3 = x.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
-        xc = x3 - self._group_mean(x3)
-        inv_std = 1.0 / xp.sqrt(self._group_mean(xc * xc) + self.eps)  # (B, 1, C), constant per group
-        xc *= inv_std  # xhat
-        self._xhat, self._inv_std = xc, inv_std
-        y = xc * self.gamma.data
+        xc = x3 - self._group_mean(_sum_pixels(x3), H * W)[:, None, :]  # x - mu
+        sq = xc * xc
+        inv_std = 1.0 / xp.sqrt(self._group_mean(_sum_pixels(sq), H * W) + self.eps)  # (B, C), per group
+        self._xc, self._inv_std = xc, inv_std  # xhat = xc * inv_std, never stored
+        y = xp.multiply(xc, (inv_std * self.gamma.data)[:, None, :], out=sq)  # gamma xhat, in sq's memory
         y += self.beta.data
         return y.reshape(B, H, W, C)  # (B, HW, C) -> (B, H, W, C)
 
     def backward(self, dy):
+        r"""``dx = r (g - mean(g) - xhat mean(g xhat))`` with ``g = gamma dy``, ``r = 1/sqrt(var + eps)``,
+        ``xhat = r (x - mu)``, means over each (sample, group) (the :class:`LayerNorm` formula).
+
+        Both means are combinations of two per-channel sums, ``T1 = sum_hw dy`` and
+        ``T2 = sum_hw dy (x - mu)``, so per (b, c) the backward is affine in dy and x - mu:
+        ``dx = A dy + Bc (x - mu) + Cc`` with ``A = r gamma``, ``Bc = -r^2 mean(g xhat)``,
+        ``Cc = -r mean(g)``; and ``dgamma = sum_b r T2``, ``dbeta = sum_b T1``. That is four passes over
+        the image instead of ten."""
         xp = backend.get_xp(dy)
         B, H, W, C = dy.shape
-        xhat = self._xhat
+        xc, r, gamma = self._xc, self._inv_std, self.gamma.data
         dy3 = dy.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
-        ones = xp.ones((1, B * H * W), dtype=dy.dtype)
-        self.gamma.grad += (ones @ (dy3 * xhat).reshape(-1, C))[0]  # (1, N) @ (N, C) -> (C,)
-        self.beta.grad += (ones @ dy3.reshape(-1, C))[0]
-        g = dy3 * self.gamma.data  # gradient w.r.t. xhat
-        g -= self._group_mean(g)
-        g -= xhat * self._group_mean(g * xhat)  # mean(g xhat) = mean((g - mean g) xhat): sum xhat = 0
-        g *= self._inv_std
-        return g.reshape(B, H, W, C)
+        tmp = dy3 * xc
+        T1, T2 = _sum_pixels(dy3), _sum_pixels(tmp)  # (B, C) each
+        rT2 = r * T2  # per (b, c): sum_hw dy xhat
+        self.gamma.grad += rT2.sum(axis=0)
+        self.beta.grad += T1.sum(axis=0)
+        mean_g = self._group_mean(gamma * T1, H * W)  # (B, C)
+        mean_gx = self._group_mean(gamma * rT2, H * W)
+        dx = dy3 * (r * gamma)[:, None, :]
+        dx += xp.multiply(xc, (-r * r * mean_gx)[:, None, :], out=tmp)
+        dx += (-r * mean_g)[:, None, :]
+        return dx.reshape(B, H, W, C)
 
 
-def _im2col(x, k: int, s: int, p: int):
-    """Patches of ``x (B, H, W, C)`` zero-padded by ``p``: (B*Ho*Wo, k*k*C), ordered (u, v, c), built with
-    k*k strided slice copies (each contiguous in C). Returns (cols, Ho, Wo)."""
+def _sum_pixels(a3):
+    """Per-(sample, channel) sums of ``a3 (B, HW, C)`` over HW: (B, C), as a batched GEMV with a ones
+    vector (BLAS, rather than NumPy's reduction over a non-innermost axis)."""
+    xp = backend.get_xp(a3)
+    return (xp.ones((1, a3.shape[1]), dtype=a3.dtype) @ a3)[:, 0, :]  # (1, HW) @ (B, HW, C) -> (B, 1, C)
+
+
+def conv2d_reference(x, W, b, stride: int, padding: int):
+    r"""The plain algorithm, for reading and for testing the fast path: the convolution as k*k shifted
+    GEMMs, ``y = b + sum_{u, v} xpad[:, u::s, v::s, :] @ W[u, v]`` (each term a (B, Ho, Wo, C) slice times
+    a (C, O) tap). ``x (B, H, W, C)``, ``W (k, k, C, O)``, ``b (O,)`` or None. Returns ``(B, Ho, Wo, O)``."""
     xp = backend.get_xp(x)
-    B, H, W, C = x.shape
-    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
-    if p:
-        xpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=x.dtype)
-        xpad[:, p:p + H, p:p + W, :] = x
-    else:
-        xpad = x
-    cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
+    B, H, Wd, C = x.shape
+    k, s, p = W.shape[0], stride, padding
+    Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
+    xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    y = xp.zeros((B, Ho, Wo, W.shape[3]), dtype=x.dtype)
     for u in range(k):
         for v in range(k):
-            cols[:, :, :, u, v, :] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
-    return cols.reshape(B * Ho * Wo, k * k * C), Ho, Wo  # (B, Ho, Wo, k, k, C) -> (N, kkC), no copy
+            y += xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :] @ W[u, v]  # (B,Ho,Wo,C) @ (C,O)
+    return y if b is None else y + b
+
+
+def conv2d_reference_backward(x, W, dy, stride: int, padding: int):
+    r"""The plain backward of :func:`conv2d_reference`, tap by tap: ``dW[u, v] = sum xpad_uv^T dy`` and
+    ``dxpad[:, u::s, v::s, :] += dy @ W[u, v]^T`` (then crop the padding); ``db = sum dy``.
+    Returns ``(dx, dW, db)``."""
+    xp = backend.get_xp(x)
+    B, H, Wd, C = x.shape
+    k, s, p = W.shape[0], stride, padding
+    Ho, Wo = dy.shape[1], dy.shape[2]
+    xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    dxpad = xp.zeros_like(xpad)
+    dW = xp.zeros_like(W)
+    for u in range(k):
+        for v in range(k):
+            win = (slice(None), slice(u, u + s * (Ho - 1) + 1, s), slice(v, v + s * (Wo - 1) + 1, s))
+            dW[u, v] = xpad[win].reshape(-1, C).T @ dy.reshape(-1, W.shape[3])  # (C, N) @ (N, O)
+            dxpad[win] += dy @ W[u, v].T  # (B, Ho, Wo, O) @ (O, C)
+    return dxpad[:, p:p + H, p:p + Wd, :], dW, dy.sum(axis=(0, 1, 2))
+
+
+# -- work buffers --------------------------------------------------------------------------------------
+# A fresh array of tens of MB costs a page fault per 4 kB page on every call (measured: building the
+# im2col matrix of a 32-channel 28x28 batch-64 conv into a fresh array took 2-9x as long as into a reused
+# one on the 2-core test machine). Transient buffers (padded inputs, the backward's patch matrix) come
+# from this small pool; each is valid only until the next request for the same key, so none is ever
+# returned to a caller or kept as a forward cache. Single-threaded use only.
+_SCRATCH: dict = {}
+_SCRATCH_MAX = 24  # buffers
+_SCRATCH_BYTES = 1 << 30  # at most 1 GiB held between calls (large sampling batches)
+
+
+def _scratch(xp, tag: str, shape, dtype, border: int = 0):
+    """A zero-initialised work buffer for ``(tag, shape, dtype, border)``, reused across calls. Users that
+    pad write only the interior, so a border of width ``border`` stays zero (it is part of the key).
+    The least recently used buffers are dropped beyond ``_SCRATCH_MAX`` buffers or ``_SCRATCH_BYTES``
+    (dropping only forgets the pool's reference: a caller still using the buffer keeps it alive)."""
+    key = (tag, tuple(shape), str(dtype), xp.__name__, border)
+    buf = _SCRATCH.pop(key, None)
+    if buf is None:
+        buf = xp.zeros(shape, dtype=dtype)
+    while _SCRATCH and (len(_SCRATCH) >= _SCRATCH_MAX
+                        or sum(b.nbytes for b in _SCRATCH.values()) + buf.nbytes > _SCRATCH_BYTES):
+        _SCRATCH.pop(next(iter(_SCRATCH)))  # drop the least recently used
+    if buf.nbytes <= _SCRATCH_BYTES:
+        _SCRATCH[key] = buf  # most recently used last
+    return buf
+
+
+def _padded(x, p: int, tag: str):
+    """``x (B, H, W, C)`` zero-padded by ``p`` on both spatial sides, C-contiguous (a pooled buffer)."""
+    xp = backend.get_xp(x)
+    if p == 0:
+        return xp.ascontiguousarray(x)
+    B, H, W, C = x.shape
+    xpad = _scratch(xp, tag, (B, H + 2 * p, W + 2 * p, C), x.dtype, border=p)
+    xpad[:, p:p + H, p:p + W, :] = x  # the border stays zero
+    return xpad
+
+
+def _im2col_into(out, xpad, k: int, s: int, Ho: int, Wo: int):
+    r"""Fill ``out (B, Ho, Wo, k, k C)`` with the patches of a C-contiguous ``xpad (B, Hp, Wp, C)``:
+    ``out[b, i, j, u, v C + c] = xpad[b, s i + u, s j + v, c]``.
+
+    In channels-last memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a
+    single stride-1 axis and the patches are a strided view of ``xpad`` (``as_strided``, no copy):
+    the whole im2col is one copy with runs of kC. Where the array module has no ``lib.stride_tricks``
+    (the strict CuPy stand-in of the tests), the same result comes from k*k strided slice copies."""
+    xp = backend.get_xp(xpad)
+    B, _, _, C = xpad.shape
+    tricks = getattr(getattr(xp, "lib", None), "stride_tricks", None)
+    if tricks is not None:
+        sB, sH, sW, sC = xpad.strides
+        xp.copyto(out, tricks.as_strided(xpad, (B, Ho, Wo, k, k * C), (sB, s * sH, s * sW, sH, sC)))
+        return out
+    for u in range(k):
+        for v in range(k):
+            out[:, :, :, u, v * C:(v + 1) * C] = xpad[:, u:u + s * (Ho - 1) + 1:s, v:v + s * (Wo - 1) + 1:s, :]
+    return out
 
 
 def _sum_rows(a2):
@@ -316,12 +408,14 @@ class Conv2d(Module):
 
     ``y[b, i, j, o] = b_o + sum_{u, v, c} xpad[b, s i + u, s j + v, c] W[u, v, c, o]``.
 
-    Implemented as im2col + one GEMM: ``cols (N, k k C)`` holds, for each output pixel, the k*k patch of
-    C-vectors (built with k*k strided slice copies, contiguous in C), and ``y = cols @ W.reshape(kkC, O)``.
+    The plain algorithm is k*k shifted GEMMs (:func:`conv2d_reference`). The fast path is im2col + one
+    GEMM: ``cols (N, k k C)`` holds, for each output pixel, its k*k patch of C-vectors, copied in one call
+    from a strided view of the padded input (:func:`_im2col_into`) into a buffer this layer reuses (it is the
+    forward cache), and ``y = cols @ W.reshape(kkC, O)``: one GEMM with K = 9C instead of nine with K = C.
     Backward: ``dW += cols^T dy``, ``db += sum dy``. At stride 1, ``dx`` is the correlation of ``dy``
     (padded by k-1-p) with the spatially flipped, in/out-transposed kernel: a second im2col + GEMM. At
     stride 2, ``dcols = dy W^T`` is folded back into ``dxpad`` with k*k shifted strided slice-adds
-    (col2im; no ``add.at``), then cropped.
+    (col2im; no ``add.at``), then cropped. Tested against :func:`conv2d_reference_backward`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -341,21 +435,32 @@ class Conv2d(Module):
         fan_in = k * k * self.in_channels
         self.W = Parameter(_normal(rng, (k, k, self.in_channels, self.out_channels), 1.0 / math.sqrt(fan_in), dt))
         self.b = Parameter(backend.get_xp(self.W.data).zeros((self.out_channels,), dtype=dt)) if check_bool(bias, "bias") else None
+        self._colbuf = None
 
     def _out_size(self, n):
         return (n + 2 * self.padding - self.kernel_size) // self.stride + 1
 
+    def _cols_buffer(self, xp, shape, dtype):
+        """This layer's im2col buffer (the forward cache), reused while the input shape stays the same."""
+        buf = self._colbuf
+        if buf is None or buf.shape != shape or buf.dtype != dtype or backend.get_xp(buf) is not xp:
+            buf = self._colbuf = xp.empty(shape, dtype=dtype)
+        return buf
+
     def forward(self, x):
         x = check_array(x, "x", like=self.W.data, ndim=4, last=self.in_channels, finite=False)
+        xp = backend.get_xp(x)
         B, H, W, C = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         Ho, Wo = self._out_size(H), self._out_size(W)
         if Ho < 1 or Wo < 1:
             raise ValueError(f"input {H}x{W} is too small for kernel {k}, stride {s}, padding {p}")
         if k == 1 and s == 1 and p == 0:
-            cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy
+            cols = x.reshape(B * H * W, C)  # (B, H, W, C) -> (N, C), no copy when x is contiguous
         else:
-            cols, Ho, Wo = _im2col(x, k, s, p)
+            cols = self._cols_buffer(xp, (B, Ho, Wo, k, k * C), x.dtype)
+            _im2col_into(cols, _padded(x, p, "xpad"), k, s, Ho, Wo)  # the im2col copy
+            cols = cols.reshape(B * Ho * Wo, k * k * C)  # (B, Ho, Wo, k, kC) -> (N, kkC), no copy
         self._cols, self._xshape = cols, x.shape
         y = cols @ self.W.data.reshape(k * k * C, self.out_channels)  # (N, kkC) @ (kkC, O) -> (N, O)
         if self.b is not None:
@@ -378,10 +483,12 @@ class Conv2d(Module):
         if s == 1 and p <= k - 1:
             # dx is the full correlation of dy with the flipped kernel:
             # dx[b, a, c] = sum_{u', v', o} dypad[b, a + u', c' + v', o] W[k-1-u', k-1-v', c, o], dy padded by
-            # k-1-p. One more im2col (contiguous copies) + GEMM beats dcols + a nine-way strided fold.
-            dcols, _, _ = _im2col(dy, k, 1, k - 1 - p)  # (N_x, k k O)
+            # k-1-p. One more im2col (one strided copy into a pooled buffer) + GEMM beats dcols + a nine-way
+            # strided fold.
+            dcols = _scratch(xp, "dcols", (B, H, W, k, k * O), dy.dtype)
+            _im2col_into(dcols, _padded(dy, k - 1 - p, "dypad"), k, 1, H, W)
             W_flip = self.W.data[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * O, C)  # (k, k, O, C) -> (kkO, C)
-            return (dcols @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C) -> (N_x, C)
+            return (dcols.reshape(B * H * W, k * k * O) @ W_flip).reshape(B, H, W, C)  # (N_x, kkO) @ (kkO, C)
         dcols = (dy2 @ W2.T).reshape(B, Ho, Wo, k, k, C)  # (N, O) @ (O, kkC) -> (B, Ho, Wo, k, k, C)
         dxpad = xp.zeros((B, H + 2 * p, W + 2 * p, C), dtype=dy.dtype)
         for u in range(k):
