@@ -204,7 +204,7 @@ for ax, t in zip(axes, steps_1d):
     ax.plot(xs, np.exp(-xs**2 / 2) / np.sqrt(2 * np.pi), "b--", lw=1, label="N(0, 1)")
     ax.set_title(f"t = {t}, " + r"$\bar\alpha_t$" + f" = {a * a:.3f}", fontsize=10)
     ax.set_xlabel("x")
-axes[0].legend(fontsize=8, loc="upper left")
+axes[-1].legend(fontsize=8, loc="upper right")  # t = 500: the top of the panel is empty, no data under it
 fig.suptitle(r"1-D VP chain with p = $\beta$ = 0.01 (DL4DS slides): $X_T=(\sqrt{1-p})^T X_0+\sum_i \sqrt{p}(\sqrt{1-p})^i u_{T-i}$"
              r" $\to$ N(0, 1)")
 fig.tight_layout()

@@ -52,6 +52,11 @@ rng = backend.default_rng(1)
 
 # %% [markdown]
 # ## 1. forward, then back
+#
+# The forward walk of demo 01 on the swiss-roll sheet, keeping every cloud; then every point of the last
+# cloud is walked back one step at a time (a local mean in the previous cloud plus fresh noise,
+# docs/math.md §3). No figure yet: the printed numbers say how close to the surface the end points are
+# and whether they are new points or copies of the data.
 
 # %%
 surface = datasets.get_dataset("swiss_roll_3d")

@@ -44,6 +44,9 @@ os.makedirs(args.out, exist_ok=True)
 
 # %% [markdown]
 # ## 1. the same model as demo 03
+#
+# The spiral MLP of demo 03 (loaded from its cache when demo 03 ran first) and the ideal denoiser of
+# the same 300 training points: the exact minimiser of the training loss for this data set.
 
 # %%
 cfg = TrainConfig(dataset="spiral", n_train=300, hidden=(128, 128, 128, 128), batch_size=512,

@@ -129,7 +129,7 @@ rows = [("classifier-free, w", [0.0, 1.0, 3.0, 6.0], lambda w: classifier_free(m
         ("classifier guidance, scale", [0.0, 1.0, 3.0, 10.0], lambda g: classifier_guidance(unconditional, clf, y_req, g))]
 y_np = backend.to_numpy(y_req)
 data_np = backend.to_numpy(data)
-fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))
+fig, axes = plt.subplots(2, 4, figsize=(16, 9.2), layout="constrained")  # titles clear of the row above
 for r, (name, values, make) in enumerate(rows):
     for c, v in enumerate(values):
         x0 = sample(make(v), sigmas, float(sigmas[0]) * z, method="ddim")
@@ -142,9 +142,11 @@ for r, (name, values, make) in enumerate(rows):
             ax.scatter(*x0[y_np == k].T, s=3, color=f"C{k}", label=f"asked for arm {k}")
         ax.set(xlim=(-2.6, 2.6), ylim=(-2.6, 2.6), aspect="equal", xticks=[], yticks=[])
         ax.set_title(f"{name} = {v}\non requested arm {on_arm:.0%}, distance {d:.3f}", fontsize=10)
-axes[0, 0].legend(fontsize=8, loc="lower left", markerscale=3)
+handles, names = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=9, markerscale=3)  # off the data
+for ax in axes[:, 0]:  # the w = 0 / scale = 0 panels look broken without this line
+    ax.set_xlabel("0 = the unconditional model:\ncolours mix and samples blur (expected)", fontsize=9)
 fig.suptitle(f"Guidance on three spiral arms (DDIM, {n_steps} steps; colour = requested arm, grey = training data)")
-fig.tight_layout()
 fig.savefig(os.path.join(args.out, "08_guidance.png"), dpi=100)
 plt.close(fig)
 

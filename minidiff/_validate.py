@@ -33,8 +33,13 @@ __all__ = ["sigma_like", "check_array", "check_int", "check_positive_int", "chec
            "check_labels", "check_rng", "check_choice", "check_callable", "check_bool", "check_path_write",
            "check_path_read", "check_host_1d", "MissingFileError", "trusted_values", "values_trusted"]
 
+_host = backend.get_xp(backend.to_numpy(0.0))  # NumPy, reached through the backend module
+
 # Range of noise levels accepted by sigma_like: sigma^2 and 1/sigma^2 stay finite and normal in float32.
 SIGMA_MIN, SIGMA_MAX = 1e-15, 1e15
+# Largest layer size accepted (widths, channels, heads, vocabulary, sequence length, depth): a
+# 2**16 x 2**16 float32 weight is already 16 GB, and a larger request is a mistake, not a model.
+MAX_SIZE = 2**16
 # Largest integer argument accepted: beyond it int64 arithmetic (NumPy, CuPy) overflows.
 INT_MAX = 2**62
 
@@ -125,7 +130,7 @@ def check_callable(value, name: str):
 def check_float_dtype(dtype, name: str = "dtype"):
     """The dtype as ``xp.dtype``; float32/float64 only (float16 overflows above 65504, so the
     sigmas and squared norms minidiff computes turn into inf)."""
-    xp = backend.get_xp()
+    xp = _host  # dtypes are NumPy dtypes on both backends: no need to touch (or import) CuPy
     if isinstance(dtype, bool) or dtype is None:
         raise TypeError(f"{name} must be float32 or float64; got {dtype!r}")
     try:

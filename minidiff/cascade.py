@@ -9,7 +9,9 @@ Training the second stage (:func:`train_super_resolution`), per step::
     loss = mean || eps_hat(x, sigma | low_aug, s_aug) - eps ||^2
 
 Sampling (:func:`super_resolve`): augment the given low-resolution images with a fixed ``aug_sigma``
-(fresh noise, as in training) and run any sampler on the conditional denoiser.
+(fresh noise, as in training) and run any sampler on the conditional denoiser, starting from
+``up(low) + sigma_start * noise`` (docs/latent.md §4: given the low-resolution image, a moderate
+``sigma_start`` already makes this start close to the noisy conditional distribution).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import time
 from . import backend
 from ._validate import check_array, check_positive_int, check_real
 from .nn import Adam, SuperResDenoiser, clip_grad_norm, warmup_cosine_lr
-from .nn.superres import downsample_mean
+from .nn.superres import downsample_mean, upsample_nearest
 
 __all__ = ["train_super_resolution", "super_resolve"]
 
@@ -30,7 +32,7 @@ def train_super_resolution(model: SuperResDenoiser, data, schedule, *, steps: in
     r"""Train ``model`` on high-resolution images ``data (N, C, H, W)``; yield per-step metrics.
 
     The eps loss of Ho et al. 2020 (Alg. 1), conditioned on ``low_aug = downsample_mean(x0) + s_aug eps'``
-    with ``s_aug ~ U(0, aug_max)`` per sample (Ho et al. 2021, Sec. 3.2, Gaussian conditioning
+    with ``s_aug ~ U(0, aug_max)`` per sample (Ho et al. 2021, Sec. 3, Gaussian conditioning
     augmentation): :math:`L = \frac{1}{BD}\sum_b \|\hat\epsilon_b - \epsilon_b\|^2`. Adam with warm-up and
     cosine decay. Yields ``step``, ``loss``, ``seconds``; returns the optimiser."""
     xp = backend.get_xp(data)
@@ -72,9 +74,15 @@ def train_super_resolution(model: SuperResDenoiser, data, schedule, *, steps: in
 def super_resolve(model: SuperResDenoiser, low_res, sigmas, *, aug_sigma: float = 0.1, method: str = "ddim",
                   seed=0, **sampler_kwargs):
     r"""High-resolution samples ``(B, C, f h, f w)`` given ``low_res (B, C, h, w)``: ``low_aug = low_res +
-    aug_sigma eps'`` once, then ``x ~ N(0, sigmas[0]^2 I)`` is run through :func:`minidiff.samplers.sample`
-    with the denoiser ``eps_hat(x, sigma | low_aug, aug_sigma)``. ``sigmas`` is a sampling grid (e.g.
-    ``schedule.sampling_sigmas(20)``)."""
+    aug_sigma eps'`` once, then ``x = up(low_res) + sigmas[0] w``, ``w ~ N(0, I)``, is run through
+    :func:`minidiff.samplers.sample` with the denoiser ``eps_hat(x, sigma | low_aug, aug_sigma)``.
+
+    Why start at ``up(low_res)``: the noisy high-resolution image at level ``s`` given the low-resolution
+    one is ``x0 + s eps`` with ``x0`` close to ``up(low)``; by the KL bound of docs/math.md §2 with mean
+    ``up(low)``, ``KL <= E|x0 - up(low)|^2 / (2 s^2)``, so a ``sigmas[0]`` a few times the residual's RMS
+    norm suffices (docs/latent.md §4), far below the ``sigma_max`` an unconditional model needs. For a large
+    ``sigmas[0]`` the start is pure noise, as usual. ``sigmas`` is a sampling grid (e.g.
+    ``Schedule.log_linear(0.01, 5.0).sampling_sigmas(20)``)."""
     from .samplers import sample
 
     check_array(low_res, "low_res", ndim=4)
@@ -88,6 +96,6 @@ def super_resolve(model: SuperResDenoiser, low_res, sigmas, *, aug_sigma: float 
     low_aug = low + aug_sigma * rng.standard_normal(low.shape, dtype=dtype)
     B, C, h, w = low.shape
     f = model.factor
-    x = float(sigmas[0]) * rng.standard_normal((B, C, f * h, f * w), dtype=dtype)
+    x = upsample_nearest(low, f) + float(sigmas[0]) * rng.standard_normal((B, C, f * h, f * w), dtype=dtype)
     return sample(lambda x_, s_: model(x_, s_, low_aug, aug_sigma=aug_sigma), sigmas, x, method=method, rng=rng,
                   **sampler_kwargs)

@@ -361,9 +361,12 @@ def cmd_info(args):
 
 # ----------------------------------------------------------------------------- parser
 def build_parser():
+    from dataclasses import fields
+
     from .runs import TrainConfig
 
-    D = TrainConfig()  # the built-in defaults, quoted in the help texts
+    # the built-in defaults, quoted in the help texts (read off the dataclass: no backend touched)
+    D = argparse.Namespace(**{f.name: f.default for f in fields(TrainConfig)})
     p = _Parser(prog="minidiff", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True, metavar="{demo,train,sample,datasets,info}")
 

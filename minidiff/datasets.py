@@ -46,6 +46,7 @@ __all__ = [
 
 # Scale parameters (noise, radii, std) are bounded so that samples stay far from float overflow.
 _MAX_SCALE = 1e6
+MAX_N = 10**7  # most items one sample() call draws
 
 
 class NoProjectionError(NotImplementedError, ValueError):
@@ -67,7 +68,7 @@ class Dataset:
 
     def sample(self, n, rng=None, return_labels=False):
         """``n`` items (n, *shape) on the default backend; with labels (n,) int64 if asked."""
-        n = check_positive_int(n, "n")
+        n = check_positive_int(n, "n", maximum=MAX_N)
         if return_labels and self.num_classes is None:
             raise ValueError(f"return_labels=True but data set {self.name!r} is unlabelled")
         rng = check_rng(rng, xp=backend.get_xp())  # the default backend: a generator of the other is a TypeError
@@ -204,7 +205,7 @@ class SpiralArms(_CurveSet):
     name = "spiral_arms"
 
     def __init__(self, num_arms=3, noise=0.0):
-        num_arms = check_positive_int(num_arms, "num_arms", minimum=2)
+        num_arms = check_positive_int(num_arms, "num_arms", minimum=2, maximum=10**4)
         a, t0, t1 = 2.0 / (2.5 * math.pi), 0.5 * math.pi, 2.5 * math.pi
         super().__init__([_spiral_piece(a, t0, t1, 2 * math.pi * k / num_arms) for k in range(num_arms)],
                          noise, labelled=True)

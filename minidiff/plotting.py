@@ -54,7 +54,7 @@ def plot_samples(x, path, *, data=None, title=None):
         plot_images(ax, x[:64], title=title)
     else:
         plot_points(ax, x, data=data, label="samples")
-        ax.legend(loc="best", markerscale=4)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, markerscale=4)  # below: off the data
         if title:
             ax.set_title(title)
     _save(fig, path)
@@ -73,7 +73,7 @@ def plot_demo(data, samples, trajectories, losses, metrics, path, *, title="mini
     axes[0].set_title(f"training data ({len(data)} points)")
     plot_points(axes[1], samples, data=data, label="samples")
     axes[1].set_title("samples\n" + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()), fontsize=9)
-    axes[1].legend(loc="upper right", markerscale=4, fontsize=8)
+    axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, markerscale=4, fontsize=8)  # off the data
     ax = axes[2]
     ax.scatter(data[:, 0], data[:, 1], s=2, c="0.8", linewidths=0)
     for k in range(traj.shape[1]):

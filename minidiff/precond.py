@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 
 from . import backend
-from ._validate import check_choice, check_real, sigma_like
+from ._validate import check_array, check_choice, check_float_dtype, check_positive_int, check_real, check_rng, sigma_like
 
 __all__ = ["PARAMETRIZATIONS", "Preconditioning", "PreconditionedDenoiser", "LogNormalSigmas"]
 
@@ -160,6 +160,7 @@ class PreconditionedDenoiser:
         self.num_classes = getattr(model, "num_classes", None)
 
     def __call__(self, x, sigma, *args, **kwargs):
+        x = check_array(x, "x", finite=False)  # float32/float64 (the model checks shapes)
         F = self.model(self.precond.model_input(x, sigma), sigma, *args, **kwargs)
         return self.precond.eps_from_output(F, x, sigma)
 
@@ -172,11 +173,14 @@ class LogNormalSigmas:
     ``p_mean = -1.2``, ``p_std = 1.2``; median sigma 0.30, 95 % within [0.029, 3.2])."""
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2):
-        self.p_mean = check_real(p_mean, "p_mean")
-        self.p_std = check_real(p_std, "p_std", 0.0, None, low_open=True)
+        # ln sigma within a few p_std of p_mean stays inside sigma_like's [1e-15, 1e15] (|ln| <= 34.5)
+        self.p_mean = check_real(p_mean, "p_mean", -30.0, 30.0)
+        self.p_std = check_real(p_std, "p_std", 0.0, 10.0, low_open=True)
 
     def sample_sigmas(self, n: int, rng, dtype="float32"):
         """``n`` draws as an array of ``dtype`` on the backend of ``rng``."""
-        xp = backend.rng_xp(rng)
+        n = check_positive_int(n, "n", maximum=2**31 - 1)
+        xp = backend.rng_xp(check_rng(rng, allow_seed=False))
+        dtype = check_float_dtype(dtype)
         z = rng.standard_normal(n, dtype=dtype)
         return xp.exp(z * self.p_std + self.p_mean)

@@ -9,13 +9,15 @@ The algorithm itself (Ho et al. 2020, Algorithm 1) is in :mod:`minidiff.training
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import backend
-from ._validate import check_choice, check_positive_int
+from ._validate import (
+    SIGMA_MAX, SIGMA_MIN, check_bool, check_choice, check_float_dtype, check_int, check_positive_int, check_real,
+)
+from .nn.optim import MAX_LR
 from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning
 from .nn import build_model, load, save
 from .schedules import Schedule
@@ -68,27 +70,44 @@ class TrainConfig:
     dtype: str = "float32"  # model dtype
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.n_train, "n_train")
-        check_positive_int(self.T, "T", minimum=2)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1); got {self.label_dropout}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1); got {self.ema_decay}")
-        if self.model not in ("mlp", "unet", "dit"):
-            raise ValueError(f"model must be 'mlp', 'unet' or 'dit'; got {self.model!r}")
+        # every field through the validator of its kind (numbers are stored as plain Python numbers)
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise TypeError(f"dataset must be a data set name or a file path (str); got {self.dataset!r}")
+        for name in ("hidden", "channel_mult"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"{name} must be a sequence of positive integers; got {v!r}")
+            setattr(self, name, tuple(check_positive_int(h, f"{name} entry", maximum=2**16) for h in v))
+        self.conditional = check_bool(self.conditional, "conditional")
+        self.base_channels = check_positive_int(self.base_channels, "base_channels", maximum=2**16)
+        self.steps = check_positive_int(self.steps, "steps", maximum=10**9)
+        self.batch_size = check_positive_int(self.batch_size, "batch_size", maximum=2**24)
+        self.n_train = check_positive_int(self.n_train, "n_train", maximum=10**7)
+        self.T = check_positive_int(self.T, "T", minimum=2, maximum=10**6)
+        self.warmup_steps = check_int(self.warmup_steps, "warmup_steps", minimum=0)
+        self.checkpoint_every = check_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        self.seed = check_int(self.seed, "seed", minimum=0, maximum=2**31 - 1)
+        self.lr = check_real(self.lr, "lr", 0.0, MAX_LR, low_open=True)
+        self.min_lr = check_real(self.min_lr, "min_lr", 0.0, MAX_LR)
+        self.weight_decay = check_real(self.weight_decay, "weight_decay", 0.0, MAX_LR)
+        self.grad_clip = check_real(self.grad_clip, "grad_clip")  # <= 0 turns clipping off
+        self.label_dropout = check_real(self.label_dropout, "label_dropout", 0.0, 1.0, high_open=True)
+        self.ema_decay = check_real(self.ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        self.sigma_min = check_real(self.sigma_min, "sigma_min", SIGMA_MIN, SIGMA_MAX)
+        self.sigma_max = check_real(self.sigma_max, "sigma_max", SIGMA_MIN, SIGMA_MAX)
+        check_choice(self.model, "model", ("mlp", "unet", "dit"))
         for name in ("dit_dim", "dit_depth", "dit_heads"):
-            check_positive_int(getattr(self, name), name)
-        check_positive_int(self.patch_size, "patch_size", minimum=0)
-        if self.latent_scale < 0:
-            raise ValueError(f"latent_scale must be >= 0 (0: measure on the data); got {self.latent_scale}")
-        if self.loss_weighting not in ("none", "min_snr"):
-            raise ValueError(f"loss_weighting must be 'none' or 'min_snr'; got {self.loss_weighting!r}")
+            setattr(self, name, check_positive_int(getattr(self, name), name, maximum=2**16))
+        self.patch_size = check_int(self.patch_size, "patch_size", minimum=0, maximum=2**16)
+        if not isinstance(self.latent, str):
+            raise TypeError(f"latent must be an Autoencoder checkpoint path or ''; got {type(self.latent).__name__}")
+        self.latent_scale = check_real(self.latent_scale, "latent_scale", 0.0, SIGMA_MAX)  # 0: measure on the data
+        self.latent_shift = check_real(self.latent_shift, "latent_shift")
+        check_choice(self.schedule, "schedule", ("linear", "scaled_linear", "cosine", "log_linear", "karras"))
+        check_choice(self.loss_weighting, "loss_weighting", ("none", "min_snr"))
+        check_float_dtype(self.dtype)
+        if self.schedule in ("log_linear", "karras") and not self.sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min must be < sigma_max; got {self.sigma_min} and {self.sigma_max}")
         check_choice(self.parametrization, "parametrization", PARAMETRIZATIONS)
         check_choice(self.sigma_distribution, "sigma_distribution", ("schedule", "lognormal"))
         LogNormalSigmas(self.p_mean, self.p_std)  # validates both
@@ -97,6 +116,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Rebuild a config from :func:`config_dict`'s output; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise TypeError(f"d must be a dict; got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -193,6 +214,10 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     With ``checkpoint_path`` and ``resume=True`` it is also a cache: a missing file means
     train from scratch, a finished run with the same config is loaded without training, and
     an interrupted one continues. ``losses`` always holds the whole history."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. TrainConfig(steps=2)) or None; got {type(config).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
     cfg = config or TrainConfig()
     if data is None:
         data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from . import backend
-from ._validate import check_choice, check_float_dtype, check_positive_int
+from ._validate import MAX_SIZE, check_choice, check_float_dtype, check_positive_int
 from .nn.attention import TransformerBlock
 from .nn.layers import LayerNorm
 from .nn.module import Module, Parameter
@@ -50,7 +50,7 @@ class Tokenizer:
     """
 
     def __init__(self, vocab, max_length: int):
-        self.max_length = check_positive_int(max_length, "max_length")
+        self.max_length = check_positive_int(max_length, "max_length", maximum=MAX_SIZE)
         vocab = list(vocab)
         if vocab[:3] != list(_SPECIAL) or not all(isinstance(w, str) and w for w in vocab):
             raise ValueError(f"vocab must be a list of non-empty strings starting with {list(_SPECIAL)}")
@@ -162,10 +162,10 @@ class TextEncoder(Module):
 
     def __init__(self, vocab_size: int, max_length: int, dim: int = 64, depth: int = 2, num_heads: int = 4,
                  dtype="float32", seed=None):
-        self.vocab_size = check_positive_int(vocab_size, "vocab_size")
-        self.max_length = check_positive_int(max_length, "max_length")
-        self.dim = check_positive_int(dim, "dim")
-        self.depth = check_positive_int(depth, "depth", minimum=0)
+        self.vocab_size = check_positive_int(vocab_size, "vocab_size", maximum=MAX_SIZE)
+        self.max_length = check_positive_int(max_length, "max_length", maximum=MAX_SIZE)
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_SIZE)
+        self.depth = check_positive_int(depth, "depth", minimum=0, maximum=MAX_SIZE)
         dt = check_float_dtype(dtype)
         self.config = dict(vocab_size=self.vocab_size, max_length=self.max_length, dim=self.dim,
                            depth=self.depth, num_heads=int(num_heads), dtype=str(dt))

@@ -1,18 +1,17 @@
 """Checkpoints: exact round trip, atomic writes, and clear errors for damaged or mismatched files."""
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
 
+from device_helpers import D, H
 from minidiff import backend
 from minidiff.nn import EMA, Adam, MLPDenoiser, UNetDenoiser, checkpoint, load, save
 
-
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    with backend.use_backend("numpy"):
-        yield
+# Models, inputs and checkpoints live on the run's backend (the device under the strict CuPy stand-in);
+# files are host data either way.
 
 
 def trained(model, steps=3):
@@ -20,7 +19,7 @@ def trained(model, steps=3):
     ema = EMA(model, decay=0.9)
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        x = rng.standard_normal((4,) + model_input_shape(model)).astype(np.float32)
+        x = D(rng.standard_normal((4,) + model_input_shape(model)).astype(np.float32))
         out = model(x, 0.5)
         opt.zero_grad()
         model.backward(out)
@@ -43,7 +42,7 @@ def test_save_load_identical_outputs(tmp_path, make):
     path = tmp_path / "ckpt.npz"
     save(path, model, optimizer=opt, ema=ema, config={"lr": 1e-2}, extra={"step": 3, "losses": [1.0, 0.5]})
     ck = load(path)
-    x = np.random.default_rng(5).standard_normal((3,) + model_input_shape(model)).astype(np.float32)
+    x = D(np.random.default_rng(5).standard_normal((3,) + model_input_shape(model)).astype(np.float32))
     assert np.array_equal(ck.model(x, 0.7), model(x, 0.7))  # bitwise: same weights, same code
     assert ck.config == {"lr": 1e-2} and ck.extra == {"step": 3, "losses": [1.0, 0.5]}
     assert ck.model_class == type(model).__name__ and ck.model.config == model.config
@@ -128,3 +127,93 @@ def test_failed_save_leaves_existing_file_untouched(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["ckpt.npz"]  # the temp file was removed
     monkeypatch.undo()
     assert load(path).extra == {"step": 1}
+
+
+# ----------------------------------------------------------------------------- bad input and bad luck
+def test_non_finite_weights_are_never_written(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    model = MLPDenoiser(2, hidden=(8,), seed=1)
+    save(path, model)
+    original = path.read_bytes()
+    model.linears[0].W.data[0, 0] = np.inf
+    with pytest.raises(checkpoint.NonFiniteCheckpointError, match="NaN or inf"):
+        save(path, model)
+    assert path.read_bytes() == original and os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_nan_weights_on_disk_are_refused(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save(path, MLPDenoiser(2, hidden=(8,), seed=1))
+    rewrite(path, lambda a, m: a["model/linears.0.W"].__setitem__((0, 0), np.nan))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load(path)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda a, m: m["model_config"].update(hidden=[10**9]),  # would be a 40 GB model
+    lambda a, m: m["model_config"].update(num_frequencies=10**9),
+    lambda a, m: m.update(arrays=[]),
+    lambda a, m: m.update(optimizer={"class": "Adam"}),
+    lambda a, m: m.update(ema={"decay": "x"}),
+    lambda a, m: m["arrays"]["model/linears.0.W"].update(shape="x"),
+])
+def test_tampered_header_is_a_value_error_before_allocating(tmp_path, mutate):
+    path = tmp_path / "ckpt.npz"
+    model = MLPDenoiser(2, hidden=(8,), seed=1)
+    save(path, model, optimizer=Adam(model.parameters()), ema=EMA(model))
+    rewrite(path, mutate)
+    with pytest.raises((ValueError, TypeError)):
+        load(path)
+
+
+def test_deeply_nested_header_is_a_value_error(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save(path, MLPDenoiser(2, hidden=(8,), seed=1))
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["__meta__"] = np.array('{"format": "minidiff-checkpoint", "x": ' + "[" * 100000 + "]" * 100000 + "}")
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="corrupted"):
+        load(path)
+
+
+def test_npy_header_claiming_a_huge_array_is_refused_before_reading(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save(path, MLPDenoiser(2, hidden=(8,), seed=1))
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    name = "model/linears.0.W.npy"
+    raw = members[name]
+    header_len = int.from_bytes(raw[8:10], "little")
+    header = raw[10:10 + header_len].decode("latin1")
+    fake = header.replace(str(tuple(np.load(path)["model/linears.0.W"].shape)), "(100000, 100000)")
+    members[name] = raw[:8] + len(fake).to_bytes(2, "little") + fake.encode("latin1") + raw[10 + header_len:]
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ValueError, match="claims shape"):
+        load(path)
+
+
+def test_stale_temp_files_are_cleaned_and_umask_respected(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    stale = tmp_path / ".ckpt.npz.abc123.tmp"  # what a save killed before os.replace leaves behind
+    stale.write_bytes(b"x" * 1000)
+    other = tmp_path / ".other.npz.abc.tmp"  # another checkpoint's temp file: not ours to remove
+    other.write_bytes(b"y")
+    save(path, MLPDenoiser(2, hidden=(8,), seed=1))
+    assert sorted(os.listdir(tmp_path)) == sorted(["ckpt.npz", other.name])
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_save_rejects_wrong_argument_types(tmp_path):
+    model = MLPDenoiser(2, hidden=(8,))
+    with pytest.raises(TypeError, match="optimizer"):
+        save(tmp_path / "a.npz", model, optimizer="adam")
+    with pytest.raises(TypeError, match="ema"):
+        save(tmp_path / "a.npz", model, ema=model)
+    with pytest.raises(ValueError, match="directory"):
+        save(tmp_path, model)
+    assert os.listdir(tmp_path) == []

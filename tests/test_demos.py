@@ -36,6 +36,10 @@ EXPECTED = {
     "07_unet_glyphs.py": (["07_glyph_data.png", "07_unet_samples.png", "07_denoising.gif", "07_one_vs_many.png",
                            "07_unet_loss.png"], ["training", "samplers", "datasets", "nn"]),
     "08_guidance.py": (["08_guidance.png", "08_training.png"], ["guidance", "training", "samplers", "metrics", "nn"]),
+    "10_latent_diffusion.py": (["10_reconstructions.png", "10_latent_space.png", "10_prior_vs_ldm.png",
+                                "10_cost.png"], ["latent", "runs", "samplers", "nn"]),
+    "11_dit_vs_unet.py": (["11_loss_vs_time.png", "11_samples.png"], ["training", "runs", "samplers", "nn"]),
+    "12_super_resolution.py": (["12_cascade.png", "12_held_out.png"], ["cascade", "runs", "samplers", "nn"]),
 }
 MIN_BYTES = 5_000  # a saved empty figure is ~2-4 kB; every real figure here is >= 50 kB
 

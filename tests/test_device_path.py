@@ -228,3 +228,59 @@ def test_cli_train_and_sample_run_on_the_default_backend(tmp_path, capsys):
     assert x.shape == (7, 2) and np.isfinite(x).all()
     assert main(["info"]) == 0
     assert os.environ.get("MINIDIFF_BACKEND", "numpy") in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- newer modules on the device
+# Their own test files pin NumPy; these run each once with inputs on the run's backend.
+def _gradcheck_ok(module, x, **kw):
+    from minidiff.nn import gradcheck
+
+    result = gradcheck(module, x, max_entries=6, n_directions=1, **kw)
+    assert result.max_rel_error < 1e-6, result.worst()  # float64 central differences, as in test_layers
+
+
+def test_attention_blocks_on_the_device(xp):
+    from minidiff.nn import FeedForward, MultiHeadAttention, TransformerBlock
+    from nn_helpers import randomize, rn
+
+    mask = D(np.array([[1, 1, 0, 1], [1, 0, 0, 1]], bool))
+    cmask = D(np.array([[1, 0, 1], [0, 1, 1]], bool))
+    _gradcheck_ok(randomize(MultiHeadAttention(8, 2, context_dim=6, dtype="float64")), (rn(2, 4, 8), rn(2, 3, 6, seed=2)),
+                  kwargs={"mask": cmask})
+    _gradcheck_ok(randomize(TransformerBlock(8, 2, context_dim=6, mlp_ratio=2, dtype="float64")),
+                  (rn(2, 4, 8), rn(2, 3, 6, seed=2)), kwargs={"mask": mask, "context_mask": cmask})
+    _gradcheck_ok(randomize(FeedForward(6, 12, dtype="float64")), rn(2, 3, 6))
+
+
+def test_text_encoder_and_dit_on_the_device(xp):
+    from minidiff.nn import DiTDenoiser
+    from minidiff.text import TextEncoder
+    from nn_helpers import randomize, rn
+
+    enc = randomize(TextEncoder(vocab_size=6, max_length=5, dim=8, depth=1, num_heads=2, dtype="float64"))
+    ids, mask = D(np.array([[3, 1, 3, 0], [5, 2, 0, 0]])), D(np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool))
+    out = enc(ids, mask)
+    assert backend.get_xp(out) is xp and out.shape == (2, 4, 8)
+    dit = randomize(DiTDenoiser(1, 4, dim=8, depth=1, num_heads=2, mlp_ratio=2, num_classes=2, dtype="float64"))
+    _gradcheck_ok(dit, rn(2, 1, 4, 4), kwargs={"sigma": D(np.array([0.3, 4.0])), "y": D(np.array([0, 2]))})
+    text_dit = DiTDenoiser(1, 4, dim=8, depth=1, num_heads=2, context_dim=8, dtype="float64", seed=1)
+    eps = text_dit(rn(2, 1, 4, 4), 0.5, context=out, context_mask=mask)  # text-conditioned, on the device
+    assert backend.get_xp(eps) is xp and eps.shape == (2, 1, 4, 4)
+
+
+def test_autoencoder_superres_and_preconditioning_on_the_device(xp):
+    from minidiff.nn import Autoencoder
+    from minidiff.nn.superres import SuperResDenoiser
+    from minidiff.precond import PreconditionedDenoiser, Preconditioning
+    from nn_helpers import randomize, rn
+
+    ae = randomize(Autoencoder(1, latent_channels=2, base_channels=3, channel_mult=(1, 2), dtype="float64"))
+    x = rn(2, 1, 8, 8)
+    noise = rn(2, *ae.latent_shape((1, 8, 8)), seed=4)
+    _gradcheck_ok(ae, x, kwargs={"noise": noise})
+    sr = randomize(SuperResDenoiser(1, factor=2, base_channels=4, channel_mult=(1, 2), groups=2, dtype="float64"))
+    _gradcheck_ok(sr, rn(2, 1, 8, 8), kwargs={"sigma": D(np.array([0.5, 2.0])), "low_res": rn(2, 1, 4, 4, seed=5),
+                                              "aug_sigma": 0.1})
+    den = PreconditionedDenoiser(MLPDenoiser(2, hidden=(8,), dtype="float64", seed=0), Preconditioning("edm", 0.5))
+    out = den(D(_gauss(3, 2)), D(np.array([0.1, 1.0, 10.0])))
+    assert backend.get_xp(out) is xp and out.shape == (3, 2)

@@ -142,3 +142,16 @@ def test_errors():
         model(rn(1, 1, 8, 8).astype("float32"), 1.0, y=np.array([0]))
     with pytest.raises(ValueError, match="context"):
         model(rn(1, 1, 8, 8).astype("float32"), 1.0, context=rn(1, 2, 3).astype("float32"))
+
+
+def test_dit_with_classifier_free_guidance_and_a_sampler():
+    from minidiff import classifier_free, sample
+
+    model = randomize(DiTDenoiser(1, 4, dim=8, depth=1, num_heads=2, num_classes=3, seed=0))
+    y = np.array([0, 2])
+    x = rn(2, 1, 4, 4).astype("float32")
+    guided = classifier_free(model, y, 1.0)
+    # w = 1 is the conditional model itself (one batched call of [y, null] inside the wrapper)
+    np.testing.assert_allclose(guided(x, 0.7), model(x, 0.7, y), rtol=1e-5, atol=1e-6)
+    out = sample(classifier_free(model, y, 3.0), [5.0, 1.0, 0.1, 0.0], 5.0 * x, method="ddim")
+    assert out.shape == x.shape and np.all(np.isfinite(out))

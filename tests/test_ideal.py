@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from device_helpers import D, OnBackend, on_backend
 from minidiff import ideal
-from minidiff.ideal import IdealDenoiser, dist, project
+
+
+def IdealDenoiser(data, *args, **kwargs):  # noqa: N802  (stands for the class under test)
+    return OnBackend(ideal.IdealDenoiser(D(data) if isinstance(data, np.ndarray) else data, *args, **kwargs))
+
+
+# the class and functions under test, run on the run's backend and seen from the host (device_helpers)
+project, dist = on_backend(ideal.project), on_backend(ideal.dist)
 
 log_sigma = st.floats(min_value=-3.0, max_value=3.0)  # sigma = 10**log_sigma in [1e-3, 1e3]
 seeds = st.integers(0, 2**31 - 1)

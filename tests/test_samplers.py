@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from device_helpers import D as DV  # host data -> the run's backend (the device under the stand-in)
 from minidiff import backend
 from minidiff import samplers
 from minidiff.samplers import (
@@ -25,9 +26,9 @@ def vp_schedule(T=1000):
 def make_vp_model(seed, D, T=1000):
     """A random nonlinear deterministic eps model eps(x_t, t) in VP space."""
     r = np.random.default_rng(seed)
-    W1 = r.standard_normal((D, 16)) / math.sqrt(D)
-    W2 = r.standard_normal((16, D)) / 4
-    phase = r.standard_normal(16)
+    W1 = DV(r.standard_normal((D, 16))) / math.sqrt(D)  # on the run's backend, like x
+    W2 = DV(r.standard_normal((16, D))) / 4
+    phase = DV(r.standard_normal(16))
 
     def eps_vp(x, t):
         h = np.tanh(x @ W1 + np.sin(3.0 * t / T + phase))  # (B, D) @ (D, 16) -> (B, 16)
@@ -83,7 +84,7 @@ def test_ddim_equals_vp_reference(ts, seed):
     ab = vp_schedule()
     eps_vp = make_vp_model(seed, D=3)
     eps_ve, sigmas = ve_from_vp(eps_vp, ab, ts)
-    x_T = np.random.default_rng(seed + 1).standard_normal((4, 3))
+    x_T = DV(np.random.default_rng(seed + 1).standard_normal((4, 3)))
     ref = ddim_vp(eps_vp, ab, ts, x_T, eta=0.0)
     for kw in ({"method": "ddim"}, {"method": "family", "gamma": 1.0, "mu": 0.0}):
         out = sample(eps_ve, sigmas, x_T / math.sqrt(ab[ts[0]]), **kw)
@@ -99,8 +100,8 @@ def test_ddpm_equals_vp_reference_with_same_noise(ts, seed):
     eps_vp = make_vp_model(seed, D=3)
     eps_ve, sigmas = ve_from_vp(eps_vp, ab, ts)
     r = np.random.default_rng(seed + 1)
-    x_T = r.standard_normal((4, 3))
-    noise = [r.standard_normal((4, 3)) for _ in range(len(ts) - 1)]
+    x_T = DV(r.standard_normal((4, 3)))
+    noise = [DV(r.standard_normal((4, 3))) for _ in range(len(ts) - 1)]
     ref = ddpm_ancestral_vp(eps_vp, ab, ts, x_T, noise=noise)
     ref_eta1 = ddim_vp(eps_vp, ab, ts, x_T, eta=1.0, noise=noise)
     out = sample(eps_ve, sigmas, x_T / math.sqrt(ab[ts[0]]), method="ddpm", noise=noise)
@@ -118,7 +119,7 @@ def test_ddpm_equals_vp_reference_with_same_noise(ts, seed):
 def test_gamma_one_is_ddim_and_euler(sigmas, seed):
     eps = make_vp_model(seed, D=2)
     den = lambda x, s: eps(x, s)  # noqa: E731  (any deterministic function of (x, sigma))
-    x = np.random.default_rng(seed).standard_normal((3, 2)) * sigmas[0]
+    x = DV(np.random.default_rng(seed).standard_normal((3, 2))) * sigmas[0]
     a = sample(den, sigmas, x, method="family", gamma=1.0)
     for m in ("ddim", "euler"):
         assert np.array_equal(sample(den, sigmas, x, method=m), a)  # same arithmetic, bitwise
@@ -127,7 +128,7 @@ def test_gamma_one_is_ddim_and_euler(sigmas, seed):
 @given(sigmas=sigma_grids, seed=st.integers(0, 2**16), gamma=st.floats(0.1, 5.0))
 def test_first_gradient_estimation_step_is_ddim(sigmas, seed, gamma):
     eps = make_vp_model(seed, D=2)
-    x = np.random.default_rng(seed).standard_normal((3, 2)) * sigmas[0]
+    x = DV(np.random.default_rng(seed).standard_normal((3, 2))) * sigmas[0]
     ddim = next(iter_sample(eps, sigmas, x, method="ddim"))
     for kw in ({"method": "gradient_estimation"}, {"method": "family", "gamma": gamma}):
         first = next(iter_sample(eps, sigmas, x, **kw))
@@ -136,9 +137,9 @@ def test_first_gradient_estimation_step_is_ddim(sigmas, seed, gamma):
 
 @given(sigmas=sigma_grids, gamma=st.floats(0.1, 5.0), seed=st.integers(0, 2**16))
 def test_constant_model_makes_every_gamma_equal(sigmas, gamma, seed):
-    c = np.random.default_rng(seed).standard_normal((3, 2))
+    c = DV(np.random.default_rng(seed).standard_normal((3, 2)))
     den = lambda x, s: c  # noqa: E731
-    x = np.zeros((3, 2))
+    x = DV(np.zeros((3, 2)))
     a = sample(den, sigmas, x, method="ddim")
     b = sample(den, sigmas, x, method="family", gamma=gamma)
     # gamma c + (1 - gamma) c = c up to rounding ~ 5 * 1e-16 * |c| per step, times sigma_max <= 100
@@ -150,8 +151,8 @@ def test_constant_model_makes_every_gamma_equal(sigmas, gamma, seed):
 @given(sigmas=sigma_grids, seed=st.integers(0, 2**16))
 def test_single_point_ddim_contracts_by_sigma_ratio(sigmas, seed):
     r = np.random.default_rng(seed)
-    x0 = r.standard_normal((1, 3))
-    x = x0 + sigmas[0] * r.standard_normal((5, 3))
+    x0 = DV(r.standard_normal((1, 3)))
+    x = x0 + sigmas[0] * DV(r.standard_normal((5, 3)))
     prev, s = x, sigmas[0]
     for state in iter_sample(point_denoiser(x0), sigmas, x, method="ddim"):
         expected = (state.sigma / s) * (prev - x0)
@@ -164,8 +165,8 @@ def test_single_point_ddim_contracts_by_sigma_ratio(sigmas, seed):
 @given(sigmas=sigma_grids, gamma=st.floats(0.1, 5.0), seed=st.integers(0, 2**16))
 def test_single_point_every_gamma_same_path(sigmas, gamma, seed):
     r = np.random.default_rng(seed)
-    x0 = r.standard_normal((1, 3))
-    x = x0 + sigmas[0] * r.standard_normal((5, 3))
+    x0 = DV(r.standard_normal((1, 3)))
+    x = x0 + sigmas[0] * DV(r.standard_normal((5, 3)))
     den = point_denoiser(x0)
     for a, b in zip(iter_sample(den, sigmas, x, method="ddim"),
                     iter_sample(den, sigmas, x, method="family", gamma=gamma)):
@@ -179,10 +180,11 @@ def test_single_point_marginal_stays_gaussian(mu):
     """For any mu the marginal after each step is exactly N(x0, s'^2 I) (docs/math.md §8)."""
     r = np.random.default_rng(1234)
     n, D = 20000, 2
-    x0 = np.array([[0.3, -1.2]])
+    x0 = DV(np.array([[0.3, -1.2]]))
     sigmas = list(np.geomspace(20.0, 0.05, 8))
-    x = x0 + sigmas[0] * r.standard_normal((n, D))
-    for state in iter_sample(point_denoiser(x0), sigmas, x, method="family", gamma=1.0, mu=mu, rng=r):
+    x = x0 + sigmas[0] * DV(r.standard_normal((n, D)))
+    for state in iter_sample(point_denoiser(x0), sigmas, x, method="family", gamma=1.0, mu=mu,
+                             rng=backend.default_rng(4321)):  # not the seed of x
         z = ((state.x - x0) / state.sigma).ravel()  # should be N(0, 1), N = n * D draws
         N = z.size
         # CLT: mean has sd 1/sqrt(N); the sample variance has sd sqrt(2/N). 5 sd bounds over
@@ -197,11 +199,11 @@ def test_single_point_marginal_stays_gaussian(mu):
 def test_convergence_order_on_gaussian_data(method, order):
     m, c = 0.7, 0.5
     den = gaussian_denoiser(m, c)
-    x = np.random.default_rng(0).standard_normal((8, 2)) * 10.0 + m
+    x = DV(np.random.default_rng(0).standard_normal((8, 2))) * 10.0 + m
     s_max, s_min = 10.0, 0.05
     exact = gaussian_ode(x, m, c, s_max, s_min)
     ns = [16, 32, 64, 128]
-    errs = [np.max(np.abs(sample(den, np.geomspace(s_max, s_min, n + 1), x, method=method) - exact))
+    errs = [float(np.max(np.abs(sample(den, np.geomspace(s_max, s_min, n + 1), x, method=method) - exact)))
             for n in ns]
     slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
     # asymptotic order p gives slope p; +-0.25 leaves room for pre-asymptotic curvature at 16 steps
@@ -220,8 +222,8 @@ def test_stochastic_samplers_match_gaussian_moments(method):
     r = np.random.default_rng(7)
     n, D = 20000, 2
     sigmas = list(np.geomspace(80.0, 1e-3, 400)) + [0.0]
-    x = m + sigmas[0] * r.standard_normal((n, D))
-    out = sample(gaussian_denoiser(m, c), sigmas, x, method=method, rng=r)
+    x = m + sigmas[0] * DV(r.standard_normal((n, D)))
+    out = sample(gaussian_denoiser(m, c), sigmas, x, method=method, rng=backend.default_rng(17))  # not the seed of x
     dm, dv, N = _gaussian_moment_check(out, m, c)
     # Exact sampler: mean sd c/sqrt(N), variance sd c^2 sqrt(2/N) (CLT); 5 sd. The grid adds a
     # deterministic bias: the last step returns x0_hat at s = 1e-3 (variance shrinks by
@@ -254,8 +256,8 @@ def test_stochastic_samplers_follow_exact_variance_recursion(method):
     assert abs(var - c * c) < 0.04 * c * c
     r = np.random.default_rng(8)
     n = 40000
-    x = m + sigmas[0] * r.standard_normal((n, 1))
-    out = sample(gaussian_denoiser(m, c), sigmas, x, method=method, rng=r)
+    x = m + sigmas[0] * DV(r.standard_normal((n, 1)))
+    out = sample(gaussian_denoiser(m, c), sigmas, x, method=method, rng=backend.default_rng(18))  # not the seed of x
     assert abs(out.var() - var) < 5 * var * math.sqrt(2 / n)  # CLT, 5 sd
 
 
@@ -267,7 +269,7 @@ def test_nfe_counts_and_states(method, zero):
     sigmas = list(np.geomspace(10.0, 0.1, 6)) + ([0.0] if zero else [])
     n = len(sigmas) - 1
     den = CountingDenoiser(gaussian_denoiser(0.0, 1.0))
-    x = np.random.default_rng(0).standard_normal((4, 2)) * 10
+    x = DV(np.random.default_rng(0).standard_normal((4, 2))) * 10
     states = list(iter_sample(den, sigmas, x, method=method, rng=0))
     assert [s.step for s in states] == list(range(1, n + 1))
     assert [s.sigma for s in states] == sigmas[1:]
@@ -280,7 +282,7 @@ def test_nfe_counts_and_states(method, zero):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dtype_and_backend_preserved(method, dtype, xp):
     sigmas = [10.0, 3.0, 1.0, 0.3, 0.0]
-    x = xp.asarray(np.random.default_rng(0).standard_normal((4, 2)) * 10, dtype=dtype)
+    x = xp.asarray(DV(np.random.default_rng(0).standard_normal((4, 2))) * 10, dtype=dtype)
     for state in iter_sample(gaussian_denoiser(0.0, 1.0), sigmas, x, method=method, rng=0):
         assert state.x.dtype == dtype and state.x0_hat.dtype == dtype
         assert backend.get_xp(state.x) is xp
@@ -294,9 +296,9 @@ def test_batched_equals_per_sample(method):
     sigmas = [20.0, 5.0, 1.0, 0.2, 0.0]
     eps = make_vp_model(3, D=2)
     r = np.random.default_rng(1)
-    x = r.standard_normal((5, 2)) * 20
+    x = DV(r.standard_normal((5, 2))) * 20
     n_noisy = 3 if method in ("ddpm", "reverse_sde") else 0
-    noise = [r.standard_normal((5, 2)) for _ in range(n_noisy)]
+    noise = [DV(r.standard_normal((5, 2))) for _ in range(n_noisy)]
     full = sample(eps, sigmas, x, method=method, noise=noise)
     for i in range(5):
         one = sample(eps, sigmas, x[i:i + 1], method=method, noise=[w[i:i + 1] for w in noise])
@@ -305,22 +307,22 @@ def test_batched_equals_per_sample(method):
 
 def test_noise_replays_rng_run():
     sigmas = list(np.geomspace(10.0, 0.1, 5)) + [0.0]
-    x = np.random.default_rng(0).standard_normal((4, 2)) * 10
+    x = DV(np.random.default_rng(0).standard_normal((4, 2))) * 10
     den = gaussian_denoiser(0.5, 1.0)
-    a = sample(den, sigmas, x, method="ddpm", rng=np.random.default_rng(42))
-    g = np.random.default_rng(42)
+    a = sample(den, sigmas, x, method="ddpm", rng=backend.default_rng(42))
+    g = backend.default_rng(42)
     noise = [g.standard_normal(x.shape) for _ in range(4)]  # 4 steps to sigma' > 0
     b = sample(den, sigmas, x, method="ddpm", noise=noise)
     assert np.array_equal(a, b)
-    c = sample(den, sigmas, x, method="ddpm", rng=np.random.default_rng(43))
+    c = sample(den, sigmas, x, method="ddpm", rng=backend.default_rng(43))
     assert not np.array_equal(a, c)
 
 
 def test_final_noise_adds_a_last_state():
     sigmas = [10.0, 1.0, 0.0]
-    x = np.random.default_rng(0).standard_normal((4, 2)) * 10
+    x = DV(np.random.default_rng(0).standard_normal((4, 2))) * 10
     den = gaussian_denoiser(0.5, 1.0)
-    w = np.random.default_rng(1).standard_normal((4, 2))
+    w = DV(np.random.default_rng(1).standard_normal((4, 2)))
     states = list(iter_sample(den, sigmas, x, method="ddim", noise=[w], final_noise=0.05))
     assert len(states) == 3 and states[-1].step == 3 and states[-1].nfe == 2
     assert states[-1].sigma == pytest.approx(0.05)
@@ -330,7 +332,7 @@ def test_final_noise_adds_a_last_state():
 def test_final_step_ddim_returns_x0_hat_and_avoids_extrapolation():
     sigmas = [10.0, 3.0, 1.0, 0.0]
     eps = make_vp_model(0, D=2)
-    x = np.random.default_rng(0).standard_normal((4, 2)) * 10
+    x = DV(np.random.default_rng(0).standard_normal((4, 2))) * 10
     plain = list(iter_sample(eps, sigmas, x, method="gradient_estimation"))
     safe = list(iter_sample(eps, sigmas, x, method="gradient_estimation", final_step="ddim"))
     for a, b in zip(plain[:-1], safe[:-1]):
@@ -340,10 +342,10 @@ def test_final_step_ddim_returns_x0_hat_and_avoids_extrapolation():
 
 
 def test_denoise_once():
-    x0 = np.array([[1.0, -2.0, 0.5]])
+    x0 = DV(np.array([[1.0, -2.0, 0.5]]))
     r = np.random.default_rng(0)
-    sig = np.array([0.1, 1.0, 10.0])
-    x = x0 + sig[:, None] * r.standard_normal((3, 3))
+    sig = DV(np.array([0.1, 1.0, 10.0]))
+    x = x0 + sig[:, None] * DV(r.standard_normal((3, 3)))
     den = point_denoiser(x0)
     # one level per sample: the single-point ideal denoiser recovers x0 exactly (up to rounding)
     assert np.max(np.abs(denoise_once(lambda x, s: (x - x0) / s[:, None], x, sig) - x0)) < 1e-12
@@ -351,14 +353,14 @@ def test_denoise_once():
         one = denoise_once(den, x[i:i + 1], float(sig[i]))
         assert np.max(np.abs(one - x0)) < 1e-12
     # on two points, one step from large sigma lands near their mean, not on either point
-    two = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    two = DV(np.array([[-1.0, 0.0], [1.0, 0.0]]))
 
     def ideal2(x, s):
         d = -((x[:, None, :] - two[None]) ** 2).sum(-1) / (2 * s * s)  # (B, 1, D) - (1, 2, D) -> (B, 2)
         w = np.exp(d - d.max(1, keepdims=True))
         w /= w.sum(1, keepdims=True)
         return (x - w @ two) / s  # (B, 2) @ (2, D) -> (B, D)
-    est = denoise_once(ideal2, r.standard_normal((100, 2)) * 50, 50.0)
+    est = denoise_once(ideal2, DV(r.standard_normal((100, 2))) * 50, 50.0)
     assert np.max(np.abs(est[:, 0])) < 0.5  # weights ~1/2 each: x0_hat ~ (0, 0)
 
 
@@ -433,7 +435,7 @@ def test_cupy_matches_numpy(method):
     import cupy
     sigmas = cupy.asarray([10.0, 3.0, 1.0, 0.3, 0.0])  # a device grid is accepted (copied once)
     r = np.random.default_rng(0)
-    x = r.standard_normal((16, 2)) * 10
+    x = r.standard_normal((16, 2)) * 10  # host arrays: this test compares NumPy with CuPy itself
     n_noisy = 3 if method in ("ddpm", "reverse_sde") else 0
     noise = [r.standard_normal((16, 2)) for _ in range(n_noisy)]
     den = gaussian_denoiser(0.5, 0.7)

@@ -171,3 +171,13 @@ def test_gpu_benchmark_runs_under_the_stand_in(tmp_path):
     for case in ("MLP training step", "U-Net training step", "DDIM sampling (MLP)", "ideal denoiser"):
         assert case in out.stdout
     assert "GPU/CPU" in out.stdout and "strict CuPy stand-in" in out.stdout
+
+
+def test_as_strided_is_a_device_view(cp):
+    a = cp.arange(12.0).reshape(3, 4)
+    v = cp.lib.stride_tricks.as_strided(a, (2, 2), (a.strides[0], a.strides[1]))
+    assert type(v) is cp.ndarray
+    a[0, 1] = 7.0  # a view: writes to the base show through
+    assert float(v[0, 1]) == 7.0
+    with pytest.raises(TypeError, match="Unsupported type"):
+        cp.lib.stride_tricks.as_strided(np.zeros(3), (3,), (8,))

@@ -43,6 +43,15 @@ def test_training_step_syncs_once_for_the_loss_and_once_for_clipping(strict_coun
     assert h2d == 0, f"{h2d} host -> device copies per training step"
 
 
+@pytest.mark.parametrize("parametrization", ["x0", "v", "edm"])
+def test_preconditioned_training_step_budget(strict_counter, xp, parametrization):
+    model = MLPDenoiser(dim=2, hidden=(16, 16), seed=0)
+    gen = train(model, _points(xp), Schedule.log_linear(0.01, 10.0, 50), steps=10, batch_size=8, seed=0,
+                parametrization=parametrization, sigma_distribution="lognormal")
+    syncs, h2d = _per_step(strict_counter, gen)
+    assert syncs <= 2 and h2d == 0, (parametrization, syncs, h2d)
+
+
 def test_unet_training_step_budget(strict_counter, xp):
     data = backend.default_rng(0, xp=xp).standard_normal((16, 1, 8, 8), dtype="float32")
     model = UNetDenoiser(channels=1, base_channels=8, channel_mult=(1, 2), groups=4, seed=0)

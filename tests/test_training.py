@@ -187,3 +187,38 @@ def test_fit_with_resume_is_a_cache(tmp_path):
     assert len(longer.losses) == 20
     with pytest.raises(ValueError, match=r"different config \(fields \['hidden'\]\)"):
         fit(cfg, checkpoint_path=ck, resume=True, progress=False)
+
+
+def test_update_that_makes_weights_inf_never_overwrites_the_checkpoint(tmp_path, monkeypatch):
+    """The loss is finite, but the optimiser step turns a weight into inf (what lr=1e39 did): the
+    checkpoint of that step is refused and the last good one stays on disk."""
+    from minidiff.nn import optim
+
+    model = MLPDenoiser(2, hidden=(8,), seed=0)
+    ck = tmp_path / "ck.npz"
+    gen = train(model, _spiral(64), SCHED, steps=10, batch_size=16, checkpoint_path=ck, checkpoint_every=1)
+    next(gen)
+    digest = hashlib.sha256(ck.read_bytes()).hexdigest()
+    real_step = optim.Adam.step
+
+    def poisoned(self):
+        real_step(self)
+        self.params[0].data[0, 0] = np.inf
+
+    monkeypatch.setattr(optim.Adam, "step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 2.*last good checkpoint"):
+        next(gen)
+    assert hashlib.sha256(ck.read_bytes()).hexdigest() == digest
+    assert load(ck).extra["step"] == 1
+
+
+@pytest.mark.parametrize("change", [{"lr": 1e-2}, {"batch_size": 8}, {"weight_decay": 0.1}, {"grad_clip": 0.5}])
+def test_resume_refuses_different_optimiser_settings(tmp_path, change):
+    ck = tmp_path / "ck.npz"
+    base = dict(steps=2, batch_size=16, lr=2e-3, checkpoint_path=ck)
+    list(train(MLPDenoiser(2, hidden=(8,), seed=0), _spiral(64), SCHED, **base))
+    with pytest.raises(ValueError, match="different optimiser settings.*" + next(iter(change))):
+        list(train(MLPDenoiser(2, hidden=(8,), seed=0), _spiral(64), SCHED, resume=True, **{**base, "steps": 4, **change}))
+    # the same settings with more steps continue the finished run
+    list(train(MLPDenoiser(2, hidden=(8,), seed=0), _spiral(64), SCHED, resume=True, **{**base, "steps": 4}))
+    assert load(ck).extra["step"] == 4

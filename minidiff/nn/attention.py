@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .._validate import check_array, check_float_dtype, check_positive_int
+from .._validate import MAX_SIZE, check_array, check_float_dtype, check_positive_int
 from .layers import LayerNorm, Linear, make_activation
 from .module import Module
 
@@ -70,11 +70,11 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 4, context_dim=None, dtype="float32", seed=None):
-        self.dim = check_positive_int(dim, "dim")
-        self.num_heads = check_positive_int(num_heads, "num_heads")
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_SIZE)
+        self.num_heads = check_positive_int(num_heads, "num_heads", maximum=MAX_SIZE)
         if self.dim % self.num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
-        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim")
+        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim", maximum=MAX_SIZE)
         kv_dim = self.dim if context_dim is None else self.context_dim
         dt = check_float_dtype(dtype)
         rng = backend.default_rng(seed)
@@ -243,8 +243,8 @@ class TransformerBlock(Module):
 
     def __init__(self, dim: int, num_heads: int = 4, context_dim=None, mlp_ratio: int = 4,
                  activation: str = "gelu", dtype="float32", seed=None):
-        dim = check_positive_int(dim, "dim")
-        mlp_ratio = check_positive_int(mlp_ratio, "mlp_ratio")
+        dim = check_positive_int(dim, "dim", maximum=MAX_SIZE)
+        mlp_ratio = check_positive_int(mlp_ratio, "mlp_ratio", maximum=MAX_SIZE)
         rng = backend.default_rng(seed)
         self.dim, self.context_dim = dim, context_dim
         self.norm1 = LayerNorm(dim, dtype=dtype)

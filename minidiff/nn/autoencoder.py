@@ -34,7 +34,7 @@ a ``conv3x3(w_{L-1} -> 2 latent_channels)`` giving ``(mu, logvar)``. The decoder
 from __future__ import annotations
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int
+from .._validate import MAX_SIZE, check_float_dtype, check_positive_int
 from .layers import Conv2d, SiLU, Upsample, check_input
 from .module import Module
 
@@ -70,10 +70,10 @@ class Autoencoder(Module):
 
     def __init__(self, channels: int, latent_channels: int = 4, base_channels: int = 16, channel_mult=(1, 2, 2),
                  dtype="float32", seed=0):
-        self.channels = check_positive_int(channels, "channels")
-        self.latent_channels = check_positive_int(latent_channels, "latent_channels")
-        base = check_positive_int(base_channels, "base_channels")
-        mult = tuple(check_positive_int(m, "channel_mult entry") for m in channel_mult)
+        self.channels = check_positive_int(channels, "channels", maximum=MAX_SIZE)
+        self.latent_channels = check_positive_int(latent_channels, "latent_channels", maximum=MAX_SIZE)
+        base = check_positive_int(base_channels, "base_channels", maximum=MAX_SIZE)
+        mult = tuple(check_positive_int(m, "channel_mult entry", maximum=MAX_SIZE) for m in channel_mult)
         if not mult:
             raise ValueError("channel_mult must have at least one entry")
         dt = check_float_dtype(dtype)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int
+from .._validate import MAX_SIZE, check_float_dtype, check_positive_int
 from .attention import FeedForward, MultiHeadAttention
 from .layers import Embedding, LayerNorm, Linear, SigmaEmbedding, SiLU, check_input
 from .models import _Conditioning, _sigma_inputs  # models.py imports this module at its end
@@ -108,7 +108,7 @@ class DiTBlock(Module):
 
     def __init__(self, dim: int, num_heads: int = 4, mlp_ratio: int = 4, context_dim=None, dtype="float32",
                  seed=None):
-        self.dim = check_positive_int(dim, "dim")
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_SIZE)
         rng = backend.default_rng(seed)
         self.norm1 = LayerNorm(dim, dtype=dtype)
         self.attn = MultiHeadAttention(dim, num_heads, dtype=dtype, seed=rng)
@@ -178,21 +178,21 @@ class DiTDenoiser(_Conditioning, Module):
     def __init__(self, channels: int, image_size: int, patch_size: int = 2, dim: int = 64, depth: int = 4,
                  num_heads: int = 4, mlp_ratio: int = 4, num_classes=None, context_dim=None,
                  num_frequencies: int = 8, dtype="float32", seed=0):
-        self.channels = check_positive_int(channels, "channels")
-        self.image_size = check_positive_int(image_size, "image_size")
-        self.patch_size = p = check_positive_int(patch_size, "patch_size")
+        self.channels = check_positive_int(channels, "channels", maximum=MAX_SIZE)
+        self.image_size = check_positive_int(image_size, "image_size", maximum=MAX_SIZE)
+        self.patch_size = p = check_positive_int(patch_size, "patch_size", maximum=MAX_SIZE)
         if self.image_size % p:
             raise ValueError(f"image_size ({image_size}) must be divisible by patch_size ({patch_size})")
-        self.dim = check_positive_int(dim, "dim")
+        self.dim = check_positive_int(dim, "dim", maximum=MAX_SIZE)
         if dim % 4:
             raise ValueError(f"dim must be divisible by 4 (2-D sin-cos position embedding); got {dim}")
-        depth = check_positive_int(depth, "depth")
-        num_heads = check_positive_int(num_heads, "num_heads")
+        depth = check_positive_int(depth, "depth", maximum=MAX_SIZE)
+        num_heads = check_positive_int(num_heads, "num_heads", maximum=MAX_SIZE)
         if dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
         dt = check_float_dtype(dtype)
-        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes")
-        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim")
+        self.num_classes = None if num_classes is None else check_positive_int(num_classes, "num_classes", maximum=MAX_SIZE)
+        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim", maximum=MAX_SIZE)
         self.config = dict(channels=self.channels, image_size=self.image_size, patch_size=p, dim=dim, depth=depth,
                            num_heads=num_heads, mlp_ratio=int(mlp_ratio), num_classes=self.num_classes,
                            context_dim=self.context_dim, num_frequencies=int(num_frequencies), dtype=str(dt),

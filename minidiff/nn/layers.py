@@ -19,12 +19,13 @@ import math
 
 from .. import backend
 from .._validate import (
+    MAX_SIZE,
     check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
     sigma_like,
 )
 from .module import Module, Parameter
 
-MAX_WIDTH = 2**16  # largest width/channel count accepted (a 2**16 x 2**16 float32 weight is 16 GB)
+MAX_WIDTH = MAX_SIZE  # largest width/channel count accepted (see _validate.MAX_SIZE)
 
 __all__ = [
     "Linear", "ReLU", "SiLU", "GELU", "Tanh", "LayerNorm", "GroupNorm", "Conv2d", "Upsample",
@@ -382,8 +383,8 @@ def _im2col_into(out, xpad, k: int, s: int, Ho: int, Wo: int):
 
     In channels-last memory the k taps of one patch row are k*C consecutive numbers, so (v, c) is a
     single stride-1 axis and the patches are a strided view of ``xpad`` (``as_strided``, no copy):
-    the whole im2col is one copy with runs of kC. Where the array module has no ``lib.stride_tricks``
-    (the strict CuPy stand-in of the tests), the same result comes from k*k strided slice copies."""
+    the whole im2col is one copy with runs of kC (NumPy and CuPy both have ``lib.stride_tricks``). Where
+    an array module lacks it, the same result comes from k*k strided slice copies."""
     xp = backend.get_xp(xpad)
     B, _, _, C = xpad.shape
     tricks = getattr(getattr(xp, "lib", None), "stride_tricks", None)

@@ -4,7 +4,7 @@ See docs/latent.md §4.
 The second stage of a cascade predicts the noise of a high-resolution image ``x`` given a low-resolution
 one. The low-resolution image is upsampled to full size and concatenated to ``x`` as extra channels (Ho et
 al. 2021, Sec. 2 and Fig. 3); during training it is corrupted with Gaussian noise of a random level
-``s_aug`` ("conditioning augmentation", their Sec. 3.2), and the network is told that level, here as one
+``s_aug`` ("conditioning augmentation", their Sec. 3), and the network is told that level, here as one
 more constant channel. At sampling time the first stage's output is augmented with a small fixed level,
 which hides the first stage's artefacts from the second (the train/test mismatch that augmentation
 fixes).
@@ -18,7 +18,7 @@ it, so the conditioning reaches the first convolution unscaled at every noise le
 from __future__ import annotations
 
 from .. import backend
-from .._validate import check_float_dtype, check_positive_int, sigma_like
+from .._validate import MAX_SIZE, check_float_dtype, check_positive_int, sigma_like
 from .layers import check_input
 from .models import UNetDenoiser, _sigma_inputs
 from .module import Module
@@ -58,8 +58,8 @@ class SuperResDenoiser(Module):
 
     def __init__(self, channels: int, factor: int = 2, base_channels: int = 32, channel_mult=(1, 2),
                  groups: int = 8, num_frequencies: int = 8, dtype="float32", seed=0):
-        self.channels = check_positive_int(channels, "channels")
-        self.factor = check_positive_int(factor, "factor")
+        self.channels = check_positive_int(channels, "channels", maximum=MAX_SIZE)
+        self.factor = check_positive_int(factor, "factor", maximum=64)
         dt = check_float_dtype(dtype)
         self.unet = UNetDenoiser(2 * self.channels + 1, base_channels=base_channels, channel_mult=channel_mult,
                                  groups=groups, num_frequencies=num_frequencies, dtype=dt, seed=seed)

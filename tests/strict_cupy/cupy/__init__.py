@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import traceback
+import types as _types
 
 import numpy as _np
 
@@ -433,6 +434,8 @@ def __getattr__(name):
     if name.startswith("_") or name in _NOT_IN_CUPY or not hasattr(_np, name):
         raise AttributeError(f"module 'cupy' has no attribute {name!r}")
     obj = getattr(_np, name)
+    if isinstance(obj, _types.ModuleType):  # NumPy's submodules are host code; the stand-in has its own
+        raise AttributeError(f"module 'cupy' has no attribute {name!r}")
     if name in _PASS_THROUGH or isinstance(obj, type):
         val = obj
     elif isinstance(obj, _np.ufunc):
@@ -450,7 +453,7 @@ def __getattr__(name):
 # (one global switch: a per-call errstate would triple the cost of every small operation).
 _np.seterr(all="ignore")
 
-from . import cuda, fft, linalg, random  # noqa: E402  (submodules use the names above)
+from . import cuda, fft, lib, linalg, random  # noqa: E402  (submodules use the names above)
 
 __all__ = ["ndarray", "asarray", "array", "asnumpy", "get_array_module", "cuda", "random", "linalg",
            "fft", "ufunc"]
