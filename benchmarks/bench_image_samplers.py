@@ -22,8 +22,8 @@ The family methods end with a plain DDIM step, as the CLI does.
 The glyph FID is not comparable to Inception FID (docs/quality.md §4): read each row against the floor.
 
     python benchmarks/bench_image_samplers.py                      # the full table (not yet run end to end)
-    python benchmarks/bench_image_samplers.py --steps 500 --n 256 --nfe 5 10 20 --seeds 2 --gammas 1.5 3 \
-        --models eps    # (and --models edm in a second process): the reduced run reported in the README
+    python benchmarks/bench_image_samplers.py --steps 400 --n 200 --nfe 5 10 20 --seeds 2 --gammas 3 \
+        --reader-steps 400 --models eps   # (and --models edm in a second process): the README's reduced run
 """
 from __future__ import annotations
 
