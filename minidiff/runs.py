@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import backend
 from ._validate import (
-    SIGMA_MAX, SIGMA_MIN, check_bool, check_choice, check_float_dtype, check_int, check_positive_int, check_real,
+    SIGMA_MAX, SIGMA_MIN, check_array, check_bool, check_choice, check_float_dtype, check_int, check_positive_int, check_real,
 )
 from .nn.optim import MAX_LR
 from .precond import PARAMETRIZATIONS, LogNormalSigmas, PreconditionedDenoiser, Preconditioning
@@ -219,6 +219,8 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
     cfg = config or TrainConfig()
+    if data is not None:
+        data = check_array(data, "data", min_size=1)  # float32/float64, finite
     if data is None:
         data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
     autoencoder = None
@@ -240,7 +242,8 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     xp = backend.get_xp(data)
     flat = data.reshape(data.shape[0], -1)  # (N, D)
     rms = float(xp.sqrt(xp.mean(xp.sum(flat * flat, axis=1))))  # RMS norm of a data point
-    schedule.check_terminal_noise(data_rms=rms)  # warns if N(0, sigma_max^2) is far from p_T
+    if rms > 0:  # all-zero data: nothing for the terminal noise to drown (and no data_rms to check)
+        schedule.check_terminal_noise(data_rms=rms)  # warns if N(0, sigma_max^2) is far from p_T
 
     gen = train(model, data, schedule, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                 labels=labels, label_dropout=cfg.label_dropout if cfg.conditional else 0.0,

@@ -50,8 +50,9 @@ NOT_VALUES = [None, "1.0", b"1", object(), {"a": 1}]
 class Arr(Slot):
     """A float array of ``shape`` (float64 unless ``dtype``), entries ~ scale * N(0, 1) (or ``fill``)."""
 
-    def __init__(self, shape, dtype="float64", scale=1.0, fill=None, finite=True, ndim_fixed=True, low=None):
-        self.shape, self.dtype, self.scale, self.fill = tuple(shape), dtype, scale, fill
+    def __init__(self, shape, dtype="float64", scale=1.0, fill=None, finite=True, ndim_fixed=True, low=None,
+                 none_ok=False):
+        self.shape, self.dtype, self.scale, self.fill, self.none_ok = tuple(shape), dtype, scale, fill, none_ok
         self.finite, self.ndim_fixed, self.low = finite, ndim_fixed, low
 
     def valid(self):
@@ -66,7 +67,7 @@ class Arr(Slot):
     def bad(self):
         v = self.valid
         wrong = [
-            st.sampled_from(NOT_VALUES + [1.5, True]),
+            st.sampled_from([w for w in NOT_VALUES + [1.5, True] if not (w is None and self.none_ok)]),
             st.builds(lambda: v().tolist()),  # a list is not an array
             st.builds(lambda: v().astype(np.int64)),
             st.builds(lambda: v().astype(np.complex128)),
@@ -225,15 +226,15 @@ class Grid(Slot):
 class Fn(Slot):
     """A callable argument (a denoiser, a model)."""
 
-    def __init__(self, make):
-        self.make = make
+    def __init__(self, make, none_ok=False):
+        self.make, self.none_ok = make, none_ok
 
     def valid(self):
         return self.make()
 
     @property
     def bad(self):
-        return st.sampled_from([None, 1, "denoiser", np.zeros(3)])
+        return st.sampled_from([w for w in [None, 1, "denoiser", np.zeros(3)] if not (w is None and self.none_ok)])
 
 
 class Const(Slot):
@@ -550,6 +551,9 @@ SPECS = {
         mlp(), data, md.Schedule.log_linear(T=10), steps=2, lr=lr, batch_size=batch_size, grad_clip=grad_clip,
         seed=seed)), data=X((16, D)), lr=Real(1e-3, 0.0, 1e3, True), batch_size=Int(4, 1, 2**24),
         grad_clip=Real(1.0, allowed=(None,)), seed=Int(0, 0, 2**31 - 1)),
+    "fit": Spec(lambda data, callback: md.fit(md.TrainConfig(steps=2, batch_size=8, hidden=(8,), T=10), data=data,
+                                             progress=False, callback=callback),
+                data=X((16, D), none_ok=True), callback=Fn(lambda: (lambda m: None), none_ok=True)),
     "TrainConfig": Spec(lambda lr, steps, grad_clip, sigma_max: md.TrainConfig(lr=lr, steps=steps, grad_clip=grad_clip,
                                                                               sigma_max=sigma_max),
                         lr=Real(0.01, 0.0, 1e3, True), steps=Int(10, 1), grad_clip=Real(1.0),
@@ -568,7 +572,6 @@ NOT_FUZZED = {
     "ScheduleWarning": "a warning", "Module": "abstract base class", "Parameter": "a plain container",
     "load_checkpoint": "fuzzed with tampered files in test_checkpoint and test_cli_bad_input",
     "load": "= load_checkpoint", "save": "= save_checkpoint",
-    "fit": "trains for minutes by default; its validation is TrainConfig's and train's (fuzzed)",
     "load_data": "reads user files: tested in test_cli_bad_input",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
@@ -670,3 +673,5 @@ def test_big_endian_and_numpy_scalars_are_accepted():
     assert np.array_equal(md.add_noise_ve(x.astype(">f8"), np.float32(0.5), eps.astype(">f8")), ref)
     assert md.TrainConfig(lr=np.float32(0.01)).lr == pytest.approx(0.01)
     assert np.isfinite(md.IdealDenoiser(np.zeros((5, 2)))(x, 1.0)).all()  # all data at the origin
+    res = md.fit(md.TrainConfig(steps=2, batch_size=8, hidden=(8,), T=10), data=np.zeros((16, 2)), progress=False)
+    assert all(math.isfinite(v) for v in res.losses)  # was refused with a message about "data_rms"
