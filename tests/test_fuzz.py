@@ -575,6 +575,11 @@ NOT_FUZZED = {
     "load_data": "reads user files: tested in test_cli_bad_input",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
+    "frechet_distance": "closed forms, symmetry and shape errors in test_fid",
+    "gaussian_fit": "test_fid (too few rows is a ValueError; arrays go through check_array)",
+    "feature_fid": "= gaussian_fit + frechet_distance (test_fid)",
+    "glyph_fid": "= features + feature_fid + precision_recall (test_fid)",
+    "GlyphFeatures": "a trained feature map: GlyphFeatures.train is exercised in test_fid",
 }
 
 
