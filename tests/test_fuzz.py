@@ -598,6 +598,11 @@ NOT_FUZZED = {
     "load_autoencoder": "a checkpoint reader: load_checkpoint's checks",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
+    "frechet_distance": "closed forms, symmetry and shape errors in test_fid",
+    "gaussian_fit": "test_fid (too few rows is a ValueError; arrays go through check_array)",
+    "feature_fid": "= gaussian_fit + frechet_distance (test_fid)",
+    "glyph_fid": "= features + feature_fid + precision_recall (test_fid)",
+    "GlyphFeatures": "a trained feature map: GlyphFeatures.train is exercised in test_fid",
 }
 
 
