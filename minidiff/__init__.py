@@ -30,7 +30,8 @@ from .forward import (  # noqa: F401
 from .guidance import classifier_free, classifier_guidance  # noqa: F401
 from .ideal import IdealDenoiser, dist, project  # noqa: F401
 from .metrics import (  # noqa: F401
-    knn, knn_distances, manifold_distance, memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
+    GlyphFeatures, feature_fid, frechet_distance, gaussian_fit, glyph_fid, knn, knn_distances, manifold_distance,
+    memorization_rate, mmd_rbf, precision_recall, sliced_wasserstein,
 )
 from .nn import (  # noqa: F401
     EMA, SGD, Adam, AdamW, Checkpoint, FeedForward, MLPDenoiser, MultiHeadAttention, NoiseAwareClassifier,

@@ -19,7 +19,7 @@ import math
 import time
 
 from . import backend
-from ._validate import check_array, check_positive_int, check_real
+from ._validate import SIGMA_MAX, check_array, check_host_1d, check_positive_int, check_real, check_rng
 from .nn import Adam, SuperResDenoiser, clip_grad_norm, warmup_cosine_lr
 from .nn.superres import downsample_mean, upsample_nearest
 
@@ -85,12 +85,13 @@ def super_resolve(model: SuperResDenoiser, low_res, sigmas, *, aug_sigma: float 
     ``Schedule.log_linear(0.01, 5.0).sampling_sigmas(20)``)."""
     from .samplers import sample
 
-    check_array(low_res, "low_res", ndim=4)
-    aug_sigma = check_real(aug_sigma, "aug_sigma")
-    if aug_sigma < 0:
-        raise ValueError(f"aug_sigma must be >= 0; got {aug_sigma}")
+    if not isinstance(model, SuperResDenoiser):
+        raise TypeError(f"model must be a SuperResDenoiser; got {type(model).__name__}")
+    low_res = check_array(low_res, "low_res", ndim=4)
+    sigmas = check_host_1d(sigmas, "sigmas", 0.0, SIGMA_MAX, min_len=2)  # the sampler checks the rest
+    aug_sigma = check_real(aug_sigma, "aug_sigma", 0.0, SIGMA_MAX)
     xp = backend.get_xp(low_res)
-    rng = backend.default_rng(seed, xp=xp)
+    rng = check_rng(seed, "seed", xp=xp)
     dtype = model.unet.conv_in.W.data.dtype
     low = low_res.astype(dtype, copy=False)
     low_aug = low + aug_sigma * rng.standard_normal(low.shape, dtype=dtype)

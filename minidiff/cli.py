@@ -185,10 +185,10 @@ def cmd_demo(args):
 def cmd_train(args):
     from .runs import TrainConfig, fit, load_data
 
+    out = _out_file(args.out, "--out", (".npz",))  # checked (folder created) before any training
     if args.model == "vae":
         return _train_vae(args)
 
-    out = _out_file(args.out, "--out", (".npz",))
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train,
                                    "sigma_max": args.sigma_max, "parametrization": args.parametrization,
@@ -248,6 +248,9 @@ def _load_for_sampling(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
     check_path_read(path, "--checkpoint")
     ck = load(path)
+    if ck.model_class == "Autoencoder":
+        raise UserError(f"checkpoint {path!r} holds an autoencoder (stage 1 of latent diffusion), not a "
+                        f"denoiser; train one on its latents with `minidiff train --latent {path}` and sample that")
     if not isinstance(ck.config, dict) or not isinstance(ck.extra, dict) or ck.model_class not in (
             "MLPDenoiser", "UNetDenoiser", "DiTDenoiser", "TextConditionedDenoiser"):
         raise UserError(f"checkpoint {path!r} was not written by `minidiff train` (it has no training "

@@ -220,7 +220,8 @@ def decode_latents(ae: Autoencoder, z0, scale: float, shift: float, batch_size: 
     xp = backend.get_xp(z0)
     batch_size = check_positive_int(batch_size, "batch_size")
     dtype = ae.decoder[0].W.data.dtype
-    z = (z0 / float(scale) + float(shift)).astype(dtype, copy=False)
+    scale, shift = check_real(scale, "scale", 0.0, low_open=True), check_real(shift, "shift")
+    z = (z0 / scale + shift).astype(dtype, copy=False)
     return xp.concatenate([ae.decode(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)], axis=0)
 
 

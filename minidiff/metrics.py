@@ -6,6 +6,9 @@ r"""Sample-quality metrics for toy data sets, backend-agnostic and chunked.
 - :func:`sliced_wasserstein`: SW_p with random directions, exact 1-D W_p per direction.
 - :func:`mmd_rbf`: squared maximum mean discrepancy with a Gaussian kernel.
 - :func:`precision_recall`: k-NN precision and recall (Kynkaenniemi et al. 2019).
+- :func:`gaussian_fit`, :func:`frechet_distance`, :func:`feature_fid`: the Frechet distance between
+  Gaussians fitted to features; :class:`GlyphFeatures` (a glyph classifier's penultimate layer) and
+  :func:`glyph_fid`, the "glyph FID" of docs/quality.md §4 (not comparable to Inception FID).
 
 Every pairwise computation streams over chunks, so memory is O(chunk x chunk) (plus the
 inputs), never O(N x M). Items of any shape (N, ...) are flattened to (N, D). No
@@ -20,7 +23,8 @@ from . import backend
 from ._validate import check_array, check_positive_int, check_real, check_rng
 
 __all__ = ["manifold_distance", "knn", "knn_distances", "memorization_rate", "sliced_wasserstein",
-           "mmd_rbf", "precision_recall"]
+           "mmd_rbf", "precision_recall", "gaussian_fit", "frechet_distance", "feature_fid", "GlyphFeatures",
+           "glyph_fid"]
 
 _CHUNK = 1024
 
@@ -233,3 +237,136 @@ def precision_recall(real, fake, k=3, chunk_size=_CHUNK):
     precision = float(_covered(fake, real, r_real, xp, chunk_size).mean())
     recall = float(_covered(real, fake, r_fake, xp, chunk_size).mean())
     return {"precision": precision, "recall": recall}
+
+
+# ----------------------------------------------------------------------------- Frechet distance
+def gaussian_fit(features):
+    r"""Mean and (unbiased, ``1/(n-1)``) covariance of ``features (n, d)`` (items of any shape are
+    flattened): ``(mu (d,), C (d, d))``, float64."""
+    f = _flat(features, "features")
+    if f.shape[0] < 2:
+        raise ValueError(f"features needs at least 2 rows to fit a covariance; got {f.shape[0]}")
+    f = f.astype("float64")
+    mu = f.mean(axis=0)
+    fc = f - mu
+    return mu, (fc.T @ fc) / (f.shape[0] - 1)  # (d, n) @ (n, d) -> (d, d)
+
+
+def _psd_sqrt(C, xp):
+    """Symmetric square root of a symmetric PSD matrix by eigendecomposition (negative rounding-level
+    eigenvalues clipped to 0)."""
+    w, V = xp.linalg.eigh((C + C.T) * 0.5)
+    return (V * xp.sqrt(xp.maximum(w, 0.0))) @ V.T  # V diag(sqrt w) V^T
+
+
+def frechet_distance(mu1, C1, mu2, C2):
+    r"""Squared Frechet (2-Wasserstein) distance between ``N(mu1, C1)`` and ``N(mu2, C2)``
+    (Dowson & Landau 1982; the FID of Heusel et al. 2017 applies it to network features):
+
+        ``d^2 = ||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1^{1/2} C2 C1^{1/2})^{1/2})``
+
+    The cross term uses the symmetric form ``C1^{1/2} C2 C1^{1/2}`` (PSD, so its eigenvalues are real and
+    >= 0 up to rounding; ``tr (C1 C2)^{1/2}`` equals it), computed with two symmetric eigendecompositions.
+    Returns a Python float (>= 0 up to rounding). docs/quality.md §4.
+    """
+    xp = backend.get_xp(mu1, C1, mu2, C2)
+    d = mu1.shape[0]
+    for name, C in (("C1", C1), ("C2", C2)):
+        if tuple(C.shape) != (d, d):
+            raise ValueError(f"{name} must have shape ({d}, {d}); got {tuple(C.shape)}")
+    if tuple(mu2.shape) != (d,):
+        raise ValueError(f"mu2 must have shape ({d},); got {tuple(mu2.shape)}")
+    S1 = _psd_sqrt(C1, xp)
+    M = S1 @ C2 @ S1
+    w = xp.linalg.eigvalsh((M + M.T) * 0.5)
+    cross = xp.sqrt(xp.maximum(w, 0.0)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + xp.trace(C1) + xp.trace(C2) - 2.0 * cross)  # one host sync, for reporting
+
+
+def feature_fid(real_features, fake_features):
+    """:func:`frechet_distance` between Gaussians fitted to two feature sets (n, d) and (m, d)."""
+    return frechet_distance(*gaussian_fit(real_features), *gaussian_fit(fake_features))
+
+
+class GlyphFeatures:
+    r"""The feature map of the glyph FID: the last hidden layer of a glyph classifier.
+
+    ``GlyphFeatures.train(dataset="glyphs16")`` trains a hand-written classifier on clean glyphs (a
+    :class:`~minidiff.nn.NoiseAwareClassifier` MLP evaluated at a fixed, negligible sigma = 1e-3, i.e. a
+    plain clean-image classifier) with cross-entropy and Adam; ``features(x)`` returns its last hidden
+    activations ``(n, hidden[-1])`` and ``accuracy(x, y)`` its accuracy. Any other classifier can be used
+    by passing ``model`` (with the same ``linears``/``acts`` trunk). docs/quality.md §4.
+    """
+
+    SIGMA = 1e-3
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    @classmethod
+    def train(cls, dataset: str = "glyphs16", steps: int = 1500, batch_size: int = 128, hidden=(256, 128),
+              lr: float = 2e-3, seed: int = 0):
+        from . import datasets
+        from .nn import Adam, NoiseAwareClassifier, cross_entropy, warmup_cosine_lr
+
+        steps = check_positive_int(steps, "steps")
+        ds = datasets.get_dataset(dataset)
+        if not getattr(ds, "num_classes", None):
+            raise ValueError(f"dataset {dataset!r} has no labels to train a glyph classifier on")
+        D = int(math.prod(ds.shape))
+        model = NoiseAwareClassifier(D, ds.num_classes, hidden=hidden, seed=seed)
+        opt = Adam(model.parameters(), lr=lr)
+        rng = backend.default_rng(seed)
+        for step in range(steps):
+            x, y = ds.sample(batch_size, rng, return_labels=True)
+            logits = model(x.reshape(batch_size, D).astype("float32"), cls.SIGMA)
+            _, d = cross_entropy(logits, y)
+            model.zero_grad()
+            model.backward(d)
+            opt.lr = warmup_cosine_lr(step, steps, lr, warmup_steps=50, min_lr=lr * 0.01)
+            opt.step()
+        return cls(model)
+
+    def _hidden(self, x):
+        """Forward through the trunk, stopping before the last linear layer."""
+        xp = backend.get_xp(x)
+        m = self.model
+        n = x.shape[0]
+        x = x.reshape(n, -1).astype(m.linears[0].W.data.dtype)  # (n, ...) -> (n, D)
+        sig = xp.full((n,), self.SIGMA, dtype=x.dtype)
+        h = xp.concatenate([x * (1.0 / math.sqrt(1.0 + self.SIGMA ** 2)), m.sigma_emb.embed(sig)], axis=1)
+        for lin, act in zip(m.linears[:-1], m.acts):
+            h = act(lin(h))
+        return h, m.linears[-1](h)
+
+    def features(self, x, chunk_size: int = 2048):
+        """Last hidden activations ``(n, hidden[-1])`` of images ``x (n, C, H, W)``, in chunks."""
+        xp = backend.get_xp(x)
+        return xp.concatenate([self._hidden(x[i:i + chunk_size])[0] for i in range(0, x.shape[0], chunk_size)])
+
+    def predict(self, x):
+        """Predicted labels (n,)."""
+        return self._hidden(x)[1].argmax(axis=1)
+
+    def confidence(self, x):
+        """The classifier's softmax probability of its predicted label, (n,)."""
+        xp = backend.get_xp(x)
+        z = self._hidden(x)[1]
+        z = z - z.max(axis=1, keepdims=True)
+        p = xp.exp(z)
+        return p.max(axis=1) / p.sum(axis=1)
+
+
+def glyph_fid(real, fake, features: GlyphFeatures):
+    r"""Glyph FID: :func:`feature_fid` of ``features.features(real)`` and ``features.features(fake)``, plus
+    k-NN precision/recall (k = 3) in the same feature space. Returns ``dict(fid, precision, recall)``.
+
+    Not comparable to Inception FID (Heusel et al. 2017): another feature network (a small glyph
+    classifier), another data set, other sample sizes; it ranks samplers and models on glyphs only. Its
+    finite-sample floor (real vs real at equal n) must be reported beside it (docs/quality.md §4).
+    """
+    fr, ff = features.features(real), features.features(fake)
+    out = {"fid": feature_fid(fr, ff)}
+    out.update(precision_recall(fr, ff, k=3))
+    return out

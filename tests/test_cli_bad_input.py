@@ -63,6 +63,8 @@ CASES = [
     ["train", "--lr", "-1", "--out", "x.npz"],
     ["train", "--sigma-max", "inf", "--out", "x.npz"],
     ["train", "--batch-size", "abc", "--out", "x.npz"],
+    ["train", "--model", "vae", "--dataset", "glyphs16", "--out", "outdir", "--steps", "1"],
+    ["train", "--model", "vae", "--dataset", "glyphs16", "--out", "afile/x.npz", "--steps", "1"],
     ["train", "--out"],
     ["train"],
     ["sample", "--checkpoint", "noconf.npz", "--out", "s.npz"],

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minidiff as md
-from minidiff import nn
+from minidiff import cascade, latent, nn
 
 pytestmark = pytest.mark.usefixtures("numpy_backend")
 
@@ -317,6 +317,10 @@ def ideal():
     return md.IdealDenoiser(X((16, D)).valid())
 
 
+def ae():
+    return nn.Autoencoder(1, 2, 4, (1, 1), dtype="float64", seed=0)
+
+
 def params():
     return mlp().parameters()
 
@@ -532,6 +536,23 @@ SPECS = {
     "LogNormalSigmas": Spec(md.LogNormalSigmas, p_mean=Real(-1.2, -30.0, 30.0), p_std=Real(1.2, 0.0, 10.0, True)),
     "LogNormalSigmas.sample_sigmas": Spec(lambda n, rng, dtype: md.LogNormalSigmas().sample_sigmas(n, rng, dtype),
                                           n=Int(4, 1), rng=Rng(), dtype=Dtype()),
+    # latent diffusion and the super-resolution cascade (minidiff.latent, minidiff.cascade)
+    "AutoencoderConfig": Spec(lambda steps, lr, beta: latent.AutoencoderConfig(steps=steps, lr=lr, beta=beta),
+                              steps=Int(10, 1), lr=Real(1e-3, 0.0, None, True), beta=Real(1e-3, 0.0, None)),
+    "train_autoencoder": Spec(lambda data, lr, batch_size: list(latent.train_autoencoder(
+        ae(), data, steps=2, lr=lr, batch_size=batch_size)), data=X((8, 1, 4, 4)), lr=Real(1e-3, 0.0, 1e3, True),
+        batch_size=Int(4, 1)),
+    "encode_latents": Spec(lambda x, batch_size: latent.encode_latents(ae(), x, batch_size=batch_size),
+                           x=X((3, 1, 4, 4)), batch_size=Int(2, 1)),
+    "decode_latents": Spec(lambda z0, scale, shift: latent.decode_latents(ae(), z0, scale, shift),
+                           z0=X((3, 2, 2, 2)), scale=Real(1.0, 0.0, None, True), shift=Real(0.0)),
+    "latent_scale": Spec(latent.latent_scale, z=X((3, 2, 2, 2), ndim_fixed=False)),
+    "super_resolve": Spec(lambda low_res, sigmas, aug_sigma: cascade.super_resolve(
+        nn.SuperResDenoiser(1, 2, 4, (1,), groups=2, dtype="float64"), low_res, sigmas, aug_sigma=aug_sigma),
+        low_res=X((2, 1, 2, 2)), sigmas=Grid([10.0, 1.0, 0.0], 0.0, 1e15), aug_sigma=Real(0.1, 0.0, 1e15)),
+    "train_super_resolution": Spec(lambda data, lr, aug_max: list(cascade.train_super_resolution(
+        nn.SuperResDenoiser(1, 2, 4, (1,), groups=2), data, md.Schedule.log_linear(T=10), steps=2, batch_size=2,
+        lr=lr, aug_max=aug_max)), data=X((4, 1, 4, 4)), lr=Real(1e-3, 0.0, 1e3, True), aug_max=Real(0.5, 0.0)),
     # nn: optimisation
     "SGD": Spec(nn.SGD, params=Const(params), lr=Real(0.1, 0.0, 1e3), momentum=Real(0.9, 0.0, 1.0, False, True)),
     "Adam": Spec(nn.Adam, params=Const(params), lr=Real(0.1, 0.0, 1e3), eps=Real(1e-8, 0.0, 1.0, True),
@@ -573,6 +594,8 @@ NOT_FUZZED = {
     "load_checkpoint": "fuzzed with tampered files in test_checkpoint and test_cli_bad_input",
     "load": "= load_checkpoint", "save": "= save_checkpoint",
     "load_data": "reads user files: tested in test_cli_bad_input",
+    "fit_autoencoder": "trains for minutes by default; its pieces (AutoencoderConfig, train_autoencoder) are fuzzed",
+    "load_autoencoder": "a checkpoint reader: load_checkpoint's checks",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
     "GlyphReader": "a classifier with the denoisers' validators (check_array, check_positive_int); its shapes "
@@ -581,14 +604,19 @@ NOT_FUZZED = {
                                "and ids are tested in test_t2i",
     "generate": "prompts (unknown words, too long, empty) and sizes are tested in test_t2i",
     "load_text_model": "a checkpoint loader: = load_checkpoint plus a class check",
+    "frechet_distance": "closed forms, symmetry and shape errors in test_fid",
+    "gaussian_fit": "test_fid (too few rows is a ValueError; arrays go through check_array)",
+    "feature_fid": "= gaussian_fit + frechet_distance (test_fid)",
+    "glyph_fid": "= features + feature_fid + precision_recall (test_fid)",
+    "GlyphFeatures": "a trained feature map: GlyphFeatures.train is exercised in test_fid",
 }
 
 
 # ----------------------------------------------------------------------------- the tests
 def _public_callables():
     names = set()
-    for mod in (md, nn):
-        for n in dir(mod):
+    for mod in (md, nn, latent, cascade):
+        for n in (getattr(mod, "__all__", None) or dir(mod)):
             obj = getattr(mod, n)
             if n.startswith("_") or inspect.ismodule(obj) or not callable(obj):
                 continue
