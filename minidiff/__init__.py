@@ -51,3 +51,4 @@ from .schedules import (  # noqa: F401
 from .runs import TrainConfig, TrainResult, fit, load_data  # noqa: F401
 from .text import TextEncoder, Tokenizer  # noqa: F401
 from .training import NonFiniteLossError, train  # noqa: F401
+from .t2i import TextConditionedDenoiser, generate, load_text_model  # noqa: F401  (registers the model class)

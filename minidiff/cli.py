@@ -192,8 +192,12 @@ def cmd_train(args):
     overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed, "n_train": args.n_train,
                                    "sigma_max": args.sigma_max, "parametrization": args.parametrization,
-                                   "sigma_data": args.sigma_data,
-                                   "sigma_distribution": args.sigma_distribution}.items() if v is not None}
+                                   "sigma_data": args.sigma_data, "sigma_distribution": args.sigma_distribution,
+                                   "base_channels": args.base_channels, "channel_mult": args.channel_mult,
+                                   "attention_resolutions": args.attention_resolutions,
+                                   "text_dim": args.text_dim, "text_depth": args.text_depth,
+                                   "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
+                                   "loss_weighting": args.loss_weighting}.items() if v is not None}
     if args.model in ("unet", "dit"):
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
     if args.latent:
@@ -236,8 +240,10 @@ def _train_vae(args):
 
 def _load_for_sampling(path):
     from .nn import EMA, load
+    from .nn.checkpoint import resolve
     from .runs import TrainConfig, make_denoiser, make_schedule
 
+    path = resolve(path)  # a shipped checkpoint by name, e.g. text-glyphs
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path!r} does not exist (write one with `minidiff train --out {path}`)")
     check_path_read(path, "--checkpoint")
@@ -246,7 +252,7 @@ def _load_for_sampling(path):
         raise UserError(f"checkpoint {path!r} holds an autoencoder (stage 1 of latent diffusion), not a "
                         f"denoiser; train one on its latents with `minidiff train --latent {path}` and sample that")
     if not isinstance(ck.config, dict) or not isinstance(ck.extra, dict) or ck.model_class not in (
-            "MLPDenoiser", "UNetDenoiser", "DiTDenoiser"):
+            "MLPDenoiser", "UNetDenoiser", "DiTDenoiser", "TextConditionedDenoiser"):
         raise UserError(f"checkpoint {path!r} was not written by `minidiff train` (it has no training "
                         f"config); `minidiff sample` needs one")
     model = ck.model
@@ -268,13 +274,18 @@ def _load_for_sampling(path):
 def cmd_sample(args):
     from . import plotting
 
-    out = _out_file(args.out, "--out", (".npz", ".npy", ".csv"))
+    if args.out is None and args.plot is None:
+        raise UserError("give --out FILE.npz (the samples) and/or --plot FILE.png")
+    out = None if args.out is None else _out_file(args.out, "--out", (".npz", ".npy", ".csv"))
     plot = None if args.plot is None else _out_file(args.plot, "--plot", (".png", ".pdf", ".svg"))
     model, schedule, shape, cfg = _load_for_sampling(args.checkpoint)
-    if os.path.splitext(out)[1].lower() == ".csv" and len(shape) != 1:
+    if out is not None and os.path.splitext(out)[1].lower() == ".csv" and len(shape) != 1:
         raise UserError(f"--out {out!r}: CSV holds points, one per row; these samples are images "
                         f"{tuple(shape)}: write .npz or .npy")
     y = None
+    text = getattr(model, "null_ids", None) is not None
+    if args.n is None:
+        args.n = 16 if text else 1000
     if args.label is not None:
         k = getattr(model, "num_classes", None)
         if k is None:
@@ -282,9 +293,18 @@ def cmd_sample(args):
         if not 0 <= args.label < k:
             raise UserError(f"--label must be in 0..{k - 1} for this checkpoint; got {args.label}")
         y = backend.get_xp().full(args.n, args.label, dtype="int64")
+    if (args.prompt is not None or args.guidance is not None) and not text:
+        raise UserError("--prompt/--guidance need a text-conditioned checkpoint (e.g. --checkpoint text-glyphs)")
     t0 = time.perf_counter()
-    x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
-                      seed=args.seed, y=y)
+    w = 3.0 if args.guidance is None else args.guidance
+    if text:
+        from .t2i import generate
+
+        x, nfe = generate(model, args.prompt or "", n=args.n, guidance=w, steps=args.steps, sampler=args.sampler,
+                          grid=args.grid, seed=args.seed, schedule=schedule, shape=shape, return_nfe=True)
+    else:
+        x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
+                          seed=args.seed, y=y)
     if cfg.latent:  # latent diffusion: decode the latent samples into images
         from .latent import decode_latents, load_autoencoder
 
@@ -297,24 +317,26 @@ def cmd_sample(args):
     x_host = backend.to_numpy(x)  # explicit device -> host copy, to save
     if not np.all(np.isfinite(x_host)):
         raise UserError(f"sampling produced NaN/inf (checkpoint {args.checkpoint!r}); nothing was written")
-    ext = os.path.splitext(out)[1].lower()
-    d, base = os.path.split(os.path.abspath(out))
-    tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp{ext}")  # same folder: os.replace is atomic
-    try:
-        if ext == ".npz":
-            np.savez(tmp, x=x_host)
-        elif ext == ".npy":
-            np.save(tmp, x_host)
-        else:
-            np.savetxt(tmp, x_host, delimiter=",", header=",".join(f"x{i}" for i in range(x_host.shape[1])),
-                       comments="")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    what = {".npz": "key 'x', ", ".npy": "", ".csv": "one point per row, "}[ext]
-    print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s; "
-          f"wrote {out} ({what}shape {x_host.shape})")
+    wrote = ""
+    if out is not None:
+        ext = os.path.splitext(out)[1].lower()
+        d, base = os.path.split(os.path.abspath(out))
+        tmp = os.path.join(d, f".{base}.{os.getpid()}.tmp{ext}")  # same folder: os.replace is atomic
+        try:
+            if ext == ".npz":
+                np.savez(tmp, x=x_host)
+            elif ext == ".npy":
+                np.save(tmp, x_host)
+            else:
+                np.savetxt(tmp, x_host, delimiter=",", header=",".join(f"x{i}" for i in range(x_host.shape[1])),
+                           comments="")
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        what = {".npz": "key 'x', ", ".npy": "", ".csv": "one point per row, "}[ext]
+        wrote = f"; wrote {out} ({what}shape {x_host.shape})"
+    print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s{wrote}")
     if plot:
         train = None
         if len(shape) == 1:  # points: show the training data under the samples
@@ -325,7 +347,8 @@ def cmd_sample(args):
             except (OSError, ValueError, TypeError):
                 print(f"  (training data {cfg.dataset!r} not found: the plot shows the samples only)")
         plotting.plot_samples(x_host, plot, data=None if train is None else backend.to_numpy(train),
-                              title=f"{args.sampler}, {args.steps} steps")
+                              title=(f'"{args.prompt or ""}", guidance {w:g}, ' if text else "")
+                              + f"{args.sampler}, {args.steps} steps")
         print(f"wrote {plot}")
     return 0
 
@@ -406,7 +429,20 @@ def build_parser():
                    help=f"largest noise level; keep it far above the data's size (default: {D.sigma_max:g})")
     t.add_argument("--n-train", type=pos, help=f"points drawn from a built-in dataset (default: {D.n_train})")
     t.add_argument("--seed", type=nonneg, help=f"random seed (default: {D.seed})")
-    t.add_argument("--conditional", action="store_true", help="class-conditional (labelled datasets) (default: off)")
+    t.add_argument("--conditional", action="store_true",
+                   help="class-conditional (labelled datasets); text-conditional on captioned_glyphs (default: off)")
+    t.add_argument("--base-channels", type=pos, help=f"U-Net width at full resolution (default: {D.base_channels})")
+    t.add_argument("--channel-mult", type=pos, nargs="+",
+                   help=f"U-Net width multipliers per resolution, e.g. 1 2 2 (default: {' '.join(map(str, D.channel_mult))})")
+    t.add_argument("--attention-resolutions", type=pos, nargs="+",
+                   help="U-Net downsampling factors with a transformer block, e.g. 2 4 (default: none; "
+                        "text models: every downsampled level)")
+    t.add_argument("--text-dim", type=pos, help=f"text encoder width, text models (default: {D.text_dim})")
+    t.add_argument("--text-depth", type=pos, help=f"text encoder blocks, text models (default: {D.text_depth})")
+    t.add_argument("--warmup-steps", type=nonneg, help=f"learning-rate warm-up steps (default: {D.warmup_steps})")
+    t.add_argument("--ema-decay", type=float, help=f"EMA decay of the weights (default: {D.ema_decay})")
+    t.add_argument("--loss-weighting", choices=("none", "min_snr"),
+                   help=f"eps-loss weight per noise level (default: {D.loss_weighting})")
     t.add_argument("--parametrization", choices=("eps", "x0", "v", "edm"),
                    help="what the network predicts: eps, x0, v, or edm (the preconditioning of Karras et al. "
                         f"2022) (default: {D.parametrization})")
@@ -426,18 +462,24 @@ def build_parser():
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint",
                        description="Draw samples from a checkpoint written by `minidiff train`.")
-    s.add_argument("--checkpoint", required=True, help="a .npz written by `minidiff train` (required)")
+    s.add_argument("--checkpoint", required=True,
+                   help="a .npz written by `minidiff train`, or a shipped model's name: text-glyphs (required)")
     s.add_argument("--sampler", choices=SAMPLERS, default="gradient_estimation",
                    help="sampling method (default: gradient_estimation)")
     s.add_argument("--steps", type=pos, default=20, help="sampler steps (default: 20)")
     s.add_argument("--grid", choices=GRIDS, default="log_linear", help="noise-level grid (default: log_linear)")
-    s.add_argument("--n", type=pos, default=1000, help="samples to draw (default: 1000)")
+    s.add_argument("--n", type=pos, default=None, help="samples to draw (default: 1000; 16 for a text model)")
     s.add_argument("--label", type=nonneg, default=None,
                    help="class label, for class-conditional checkpoints (default: none)")
+    s.add_argument("--prompt", default=None,
+                   help='text prompt, for text-conditioned checkpoints, e.g. "bold serif R"; "" = unconditional '
+                        "(default: \"\")")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight w: eps_u + w (eps_c - eps_u), text models (default: 3)")
     s.add_argument("--seed", type=nonneg, default=0, help="random seed (default: 0)")
-    s.add_argument("--out", required=True,
+    s.add_argument("--out", default=None,
                    help="output file: .npz (samples under key 'x'), .npy, or .csv (points only); its folder "
-                        "is created if missing (required)")
+                        "is created if missing (--out or --plot is required)")
     s.add_argument("--plot", default=None,
                    help="also write a figure (.png, .pdf or .svg) of the samples over the training data "
                         "(default: none)")

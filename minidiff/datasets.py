@@ -523,19 +523,8 @@ class GlyphDigits(Dataset):
         y = backend.to_numpy(rng.integers(0, 10, size=n))
         stroke = backend.to_numpy(rng.integers(0, len(_STROKES), size=n))
         u = backend.to_numpy(rng.random((n, 4)))
-        ang = numpy.deg2rad(self.max_rotation * (2 * u[:, 0] - 1))
-        scale = 1.0 + self.max_scale * (2 * u[:, 1] - 1)
-        shift = self.max_shift * (2 * u[:, 2:4] - 1) * _GLYPH_RES  # (n, 2) in base pixels
-        S, res = self.size, _GLYPH_RES
-        g = (numpy.arange(S) + 0.5) * res / S - res / 2  # output pixel centres in base coordinates
-        gy, gx = numpy.meshgrid(g, g, indexing="ij")  # (S, S)
-        # inverse map: source = R(-ang) (out - shift) / scale + centre
-        ox = gx[None] - shift[:, 0, None, None]
-        oy = gy[None] - shift[:, 1, None, None]
-        c, s = numpy.cos(ang)[:, None, None], numpy.sin(ang)[:, None, None]
-        sx = (c * ox + s * oy) / scale[:, None, None] + res / 2 - 0.5
-        sy = (-s * ox + c * oy) / scale[:, None, None] + res / 2 - 0.5
-        img = self._bilinear(base, y * len(_STROKES) + stroke, sx, sy)  # (n, S, S) in [0, 1]
+        img = _affine_jitter(base, y * len(_STROKES) + stroke, u, self.size, self.max_rotation, self.max_scale,
+                             self.max_shift)  # (n, S, S) in [0, 1]
         x = (2.0 * img - 1.0)[:, None]  # (n, S, S) -> (n, 1, S, S)
         return backend.asarray(x), backend.asarray(y.astype(numpy.int64))  # explicit host -> default copy
 
@@ -556,6 +545,25 @@ class GlyphDigits(Dataset):
         return numpy.clip(out, 0.0, 1.0)
 
 
+def _affine_jitter(base, which, u, size, max_rotation, max_scale, max_shift):
+    """Resample ``base[which]`` (host renders (K, 64, 64)) to (n, size, size) under a random affine map
+    drawn from the uniforms ``u`` (n, 4): rotation U(-max_rotation, max_rotation) degrees, scale
+    U(1 - max_scale, 1 + max_scale), shift U(-max_shift, max_shift) of the frame; bilinear, host NumPy."""
+    ang = numpy.deg2rad(max_rotation * (2 * u[:, 0] - 1))
+    scale = 1.0 + max_scale * (2 * u[:, 1] - 1)
+    shift = max_shift * (2 * u[:, 2:4] - 1) * _GLYPH_RES  # (n, 2) in base pixels
+    S, res = size, _GLYPH_RES
+    g = (numpy.arange(S) + 0.5) * res / S - res / 2  # output pixel centres in base coordinates
+    gy, gx = numpy.meshgrid(g, g, indexing="ij")  # (S, S)
+    # inverse map: source = R(-ang) (out - shift) / scale + centre
+    ox = gx[None] - shift[:, 0, None, None]
+    oy = gy[None] - shift[:, 1, None, None]
+    c, s = numpy.cos(ang)[:, None, None], numpy.sin(ang)[:, None, None]
+    sx = (c * ox + s * oy) / scale[:, None, None] + res / 2 - 0.5
+    sy = (-s * ox + c * oy) / scale[:, None, None] + res / 2 - 0.5
+    return GlyphDigits._bilinear(base, which, sx, sy)
+
+
 # ---------------------------------------------------------------------------------- registry
 DATASETS = {
     "spiral": Spiral,
@@ -572,7 +580,14 @@ DATASETS = {
     "embedded_spiral": lambda **kw: EmbeddedManifold("spiral", **kw),
     "glyphs16": lambda **kw: GlyphDigits(size=16, **kw),
     "glyphs28": lambda **kw: GlyphDigits(size=28, **kw),
+    "captioned_glyphs": lambda **kw: _captioned_glyphs(**kw),
 }
+
+
+def _captioned_glyphs(**kw):
+    from .captioned import CaptionedGlyphs  # its own module (it imports this one)
+
+    return CaptionedGlyphs(**kw)
 
 
 def list_datasets():

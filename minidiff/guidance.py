@@ -49,7 +49,9 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
     ----------
     cond_denoiser : callable ``(x, sigma, y=labels) -> eps_hat`` (a class-conditional model of
         :mod:`minidiff.nn`, trained with label dropout to the null label).
-    y : int array (B,), the class of each row.
+    y : int array (B,), the class of each row; or, for a text-conditioned model (one with
+        ``null_ids``, e.g. :class:`minidiff.t2i.TextConditionedDenoiser`), the prompts' token ids (B, S),
+        the null condition being the empty prompt ``null_ids`` (docs/attention.md §9).
     w : guidance weight, a finite float.
     null_label : the unconditional label; defaults to ``cond_denoiser.num_classes``.
 
@@ -58,8 +60,11 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
     denoiser ``(x, sigma) -> eps`` with x of shape (B, ...).
     """
     check_callable(cond_denoiser, "cond_denoiser")
-    y = _check_labels(y, cond_denoiser)
     w = check_real(w, "w")
+    null_ids = getattr(cond_denoiser, "null_ids", None)
+    if null_ids is not None and getattr(y, "ndim", None) == 2:  # a prompt per row: token ids (B, S)
+        return _classifier_free_text(cond_denoiser, y, w, null_ids)
+    y = _check_labels(y, cond_denoiser)
     if null_label is None:
         null_label = getattr(cond_denoiser, "num_classes", None)
         if null_label is None:
@@ -79,6 +84,28 @@ def classifier_free(cond_denoiser, y, w, null_label=None):
         eps = cond_denoiser(x2, sigma2, y=labels)
         if getattr(eps, "shape", None) != x2.shape:
             raise ValueError(f"cond_denoiser must return shape {tuple(x2.shape)}; got {getattr(eps, 'shape', None)}")
+        eps_c, eps_u = eps[:B], eps[B:]  # (2B, ...) -> (B, ...), (B, ...)
+        return eps_u + w * (eps_c - eps_u)
+
+    return guided
+
+
+def _classifier_free_text(model, ids, w, null_ids):
+    """Classifier-free guidance over prompts: rows ``[ids, null]`` in one call of batch 2B."""
+    xp = backend.get_xp(ids)
+    if ids.dtype.kind not in "iu" or ids.shape[0] < 1 or ids.shape[1] != null_ids.shape[0]:
+        raise ValueError(f"y must be token ids of shape (B, {null_ids.shape[0]}) with B >= 1; got "
+                         f"{ids.dtype} {tuple(ids.shape)}")
+    B = ids.shape[0]
+    rows = xp.concatenate([ids, xp.broadcast_to(null_ids[None, :], ids.shape)])  # (2B, S): prompts | null
+
+    def guided(x, sigma):
+        if getattr(x, "ndim", 0) < 1 or x.shape[0] != B:
+            raise ValueError(f"x must have batch size B = {B} (rows of y); got shape {tuple(getattr(x, 'shape', ()))}")
+        x2 = xp.concatenate([x, x], axis=0)  # (B, ...) -> (2B, ...)
+        sigma2 = sigma if isinstance(sigma, numbers.Real) or getattr(sigma, "ndim", None) == 0 else \
+            xp.concatenate([sigma, sigma])  # (B,) -> (2B,)
+        eps = model(x2, sigma2, y=rows)
         eps_c, eps_u = eps[:B], eps[B:]  # (2B, ...) -> (B, ...), (B, ...)
         return eps_u + w * (eps_c - eps_u)
 

@@ -269,13 +269,12 @@ def frechet_distance(mu1, C1, mu2, C2):
     >= 0 up to rounding; ``tr (C1 C2)^{1/2}`` equals it), computed with two symmetric eigendecompositions.
     Returns a Python float (>= 0 up to rounding). docs/quality.md §4.
     """
-    xp = backend.get_xp(mu1, C1, mu2, C2)
+    mu1 = check_array(mu1, "mu1", ndim=1, min_size=1)
     d = mu1.shape[0]
-    for name, C in (("C1", C1), ("C2", C2)):
-        if tuple(C.shape) != (d, d):
-            raise ValueError(f"{name} must have shape ({d}, {d}); got {tuple(C.shape)}")
-    if tuple(mu2.shape) != (d,):
-        raise ValueError(f"mu2 must have shape ({d},); got {tuple(mu2.shape)}")
+    mu2 = check_array(mu2, "mu2", shape=(d,))
+    C1 = check_array(C1, "C1", shape=(d, d))
+    C2 = check_array(C2, "C2", shape=(d, d))
+    xp = backend.get_xp(mu1, C1, mu2, C2)
     S1 = _psd_sqrt(C1, xp)
     M = S1 @ C2 @ S1
     w = xp.linalg.eigvalsh((M + M.T) * 0.5)

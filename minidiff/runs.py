@@ -68,6 +68,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # write a checkpoint every k steps (0: only at the end)
     seed: int = 0  # seeds data, init, and every step's draws
     dtype: str = "float32"  # model dtype
+    # text conditioning (dataset captioned_glyphs with conditional=True; docs/attention.md §8)
+    text_dim: int = 64  # width of the text encoder = the cross-attention context width
+    text_depth: int = 2  # transformer blocks in the text encoder
+    attention_resolutions: tuple = ()  # U-Net downsampling factors with attention; text models: () -> all but 1
+    num_heads: int = 4  # heads of every attention layer
+    pooled_context: bool = True  # text models: also add the mean text embedding to the noise embedding
 
     def __post_init__(self):
         # every field through the validator of its kind (numbers are stored as plain Python numbers)
@@ -78,6 +84,11 @@ class TrainConfig:
             if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
                 raise TypeError(f"{name} must be a sequence of positive integers; got {v!r}")
             setattr(self, name, tuple(check_positive_int(h, f"{name} entry", maximum=2**16) for h in v))
+        self.attention_resolutions = tuple(check_positive_int(r, "attention_resolutions entry", maximum=2**16)
+                                           for r in self.attention_resolutions)
+        for name in ("text_dim", "text_depth", "num_heads"):
+            setattr(self, name, check_positive_int(getattr(self, name), name, maximum=2**16))
+        self.pooled_context = check_bool(self.pooled_context, "pooled_context")
         self.conditional = check_bool(self.conditional, "conditional")
         self.base_channels = check_positive_int(self.base_channels, "base_channels", maximum=2**16)
         self.steps = check_positive_int(self.steps, "steps", maximum=10**9)
@@ -219,10 +230,16 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
     cfg = config or TrainConfig()
+    text = cfg.conditional and cfg.dataset.startswith("captioned_glyphs")  # text-to-image (docs/attention.md §8)
     if data is not None:
         data = check_array(data, "data", min_size=1)  # float32/float64, finite
     if data is None:
-        data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
+        if text:
+            from .t2i import load_text_data
+
+            data, labels = load_text_data(cfg.dataset, cfg.n_train, cfg.seed)
+        else:
+            data, labels = load_data(cfg.dataset, cfg.n_train, cfg.seed, cfg.conditional)
     autoencoder = None
     if cfg.latent:  # latent diffusion: encode the data once; the measured scale goes into the config
         from .latent import encode_latents, load_autoencoder
@@ -233,11 +250,16 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
                                             cfg.latent_shift if given else None)
         cfg = replace(cfg, latent=os.path.abspath(cfg.latent), latent_scale=scale, latent_shift=shift)
     num_classes = None
-    if cfg.conditional:
+    if cfg.conditional and not text:
         if labels is None:
             raise ValueError("conditional=True needs labels")
         num_classes = int(backend.to_numpy(labels).max()) + 1  # host copy once, at set-up
-    model = make_model(cfg, data, num_classes)
+    if text:
+        from .t2i import make_text_model
+
+        model = make_text_model(cfg, data)
+    else:
+        model = make_model(cfg, data, num_classes)
     schedule = make_schedule(cfg)
     xp = backend.get_xp(data)
     flat = data.reshape(data.shape[0], -1)  # (N, D)
@@ -303,6 +325,7 @@ def config_dict(cfg: TrainConfig) -> dict:
     d = asdict(cfg)
     d["hidden"] = list(cfg.hidden)
     d["channel_mult"] = list(cfg.channel_mult)
+    d["attention_resolutions"] = list(cfg.attention_resolutions)
     return d
 
 

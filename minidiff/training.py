@@ -120,7 +120,12 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
         checkpoint_path = check_path_write(checkpoint_path, "checkpoint_path")
     n = int(data.shape[0])
     num_classes = getattr(model, "num_classes", None)
-    if labels is not None:
+    null_ids = getattr(model, "null_ids", None)  # a text-conditioned model: labels are token ids (N, S)
+    if labels is not None and null_ids is not None:
+        if getattr(labels, "ndim", None) != 2 or labels.shape[0] != n or labels.dtype.kind not in "iu":
+            raise ValueError(f"a text-conditioned model needs token ids of shape ({n}, S); got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    elif labels is not None:
         if num_classes is None:
             raise ValueError("labels were given but the model is not class-conditional (num_classes=None)")
         labels = check_labels(labels, "labels", num_classes, batch=n, like=data)
@@ -160,7 +165,10 @@ def train(model, data, schedule: Schedule, *, steps: int, batch_size: int = 512,
             y = labels[idx]
             if label_dropout > 0.0:
                 drop = rng.random(batch_size) < label_dropout
-                y = xp.where(drop, num_classes, y)  # num_classes is the null label
+                if null_ids is not None:  # caption dropout: the row becomes the empty prompt's ids
+                    y = xp.where(drop[:, None], null_ids[None, :y.shape[1]], y)
+                else:
+                    y = xp.where(drop, num_classes, y)  # num_classes is the null label
 
         x_in = precond.model_input(x, sigma)  # x itself unless edm (then c_in x after the model's own scaling)
         with trusted_values():  # sigma and y come from checked data: skip the per-forward value syncs

@@ -22,6 +22,7 @@ HOST_MODULES = {
     "plotting.py": "matplotlib needs host arrays",
     "cli.py": "command line I/O (.npy/.csv files)",
     "fileio.py": "reading users' .npy/.csv files",
+    "captioned.py": "glyph rendering with matplotlib and caption strings (not a hot path)",
 }
 FORBIDDEN_EVERYWHERE = {"torch", "jax", "jaxlib", "autograd", "tensorflow"}
 

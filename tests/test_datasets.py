@@ -154,7 +154,7 @@ def test_glyphs_range_and_class_structure():
 
 
 def test_registry_and_bad_input():
-    assert set(POINT_SETS + ["glyphs16", "glyphs28"]) == set(ds.list_datasets())
+    assert set(POINT_SETS + ["glyphs16", "glyphs28", "captioned_glyphs"]) == set(ds.list_datasets())
     with pytest.raises(ValueError, match="spiral"):  # the message lists the known names
         ds.get_dataset("mnist")
     with pytest.raises(TypeError, match="name"):

@@ -433,6 +433,10 @@ SPECS = {
                     extreme=[{"bandwidth": 1e-150}, {"bandwidth": 1e150}]),
     "precision_recall": Spec(md.precision_recall, real=X((8, D)), fake=X((8, D)), k=Int(2, 1, 7),
                              chunk_size=Int(3, 1)),
+    "gaussian_fit": Spec(md.metrics.gaussian_fit, features=X((8, 3))),
+    "feature_fid": Spec(md.metrics.feature_fid, real_features=X((8, 3)), fake_features=X((9, 3))),
+    "frechet_distance": Spec(md.metrics.frechet_distance, mu1=X((3,)), C1=Arr((3, 3), fill=0.0),
+                             mu2=X((3,)), C2=Const(lambda: np.eye(3))),
     "manifold_distance": Spec(md.manifold_distance, x=X(), dataset=Const(_spiral)),
     # datasets
     "get_dataset": Spec(md.get_dataset, name=Choice("moons")),
@@ -598,9 +602,12 @@ NOT_FUZZED = {
     "load_autoencoder": "a checkpoint reader: load_checkpoint's checks",
     "ReLU": "no arguments", "SiLU": "no arguments", "GELU": "no arguments", "Tanh": "no arguments",
     "Upsample": "no arguments", "Downsample": "no arguments",
-    "frechet_distance": "closed forms, symmetry and shape errors in test_fid",
-    "gaussian_fit": "test_fid (too few rows is a ValueError; arrays go through check_array)",
-    "feature_fid": "= gaussian_fit + frechet_distance (test_fid)",
+    "GlyphReader": "a classifier with the denoisers' validators (check_array, check_positive_int); its shapes "
+                   "and bad input are tested in test_reader",
+    "TextConditionedDenoiser": "wraps a TextEncoder and a denoiser that validate their own inputs; prompts "
+                               "and ids are tested in test_t2i",
+    "generate": "prompts (unknown words, too long, empty) and sizes are tested in test_t2i",
+    "load_text_model": "a checkpoint loader: = load_checkpoint plus a class check",
     "glyph_fid": "= features + feature_fid + precision_recall (test_fid)",
     "GlyphFeatures": "a trained feature map: GlyphFeatures.train is exercised in test_fid",
 }

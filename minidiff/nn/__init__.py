@@ -11,6 +11,7 @@ from .attention import FeedForward, MultiHeadAttention, TransformerBlock  # noqa
 from .autoencoder import Autoencoder  # noqa: F401
 from .dit import DiTBlock, DiTDenoiser  # noqa: F401
 from .superres import SuperResDenoiser  # noqa: F401
+from .reader import GlyphReader  # noqa: F401
 from .gradcheck import GradcheckResult, gradcheck  # noqa: F401
 from .optim import EMA, SGD, Adam, AdamW, clip_grad_norm, warmup_cosine_lr  # noqa: F401
 from .checkpoint import Checkpoint, load, save  # noqa: F401

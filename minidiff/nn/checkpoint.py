@@ -39,7 +39,7 @@ from .models import MODELS, build_model
 from .module import Module
 from .optim import EMA, _Optimizer
 
-__all__ = ["save", "load", "Checkpoint", "NonFiniteCheckpointError", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "resolve", "Checkpoint", "NonFiniteCheckpointError", "FORMAT", "VERSION", "SHIPPED"]
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 1
@@ -210,6 +210,19 @@ def _read(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
+# Checkpoints shipped inside the package (minidiff/weights/), loadable by name wherever a path is accepted.
+SHIPPED = {"text-glyphs": "text-glyphs.npz", "glyph-reader": "glyph-reader.npz"}
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+
+
+def resolve(path):
+    """``path`` itself, or the file of a shipped checkpoint when ``path`` is one of the names in
+    :data:`SHIPPED` (``"text-glyphs"``, ``"glyph-reader"``) and no file of that name exists."""
+    if isinstance(path, str) and path in SHIPPED and not os.path.exists(path):
+        return os.path.join(WEIGHTS_DIR, SHIPPED[path])
+    return path
+
+
 def _check_config_sizes(path, config: dict, arrays: dict) -> None:
     """Every integer of the stored model config (widths, channels, class counts, ...; the seed aside) is
     at most the largest stored array's size, so a tampered config cannot make ``load`` build a model
@@ -236,8 +249,10 @@ def _check_config_sizes(path, config: dict, arrays: dict) -> None:
 
 
 def load(path) -> Checkpoint:
-    """Read, validate and rebuild a checkpoint written by :func:`save`; arrays go to the default backend.
+    """Read, validate and rebuild a checkpoint written by :func:`save` (or a shipped one by name, see
+    :func:`resolve`); arrays go to the default backend.
     Anything wrong with the file raises ValueError (TypeError for a path that is not a path)."""
+    path = resolve(path)
     arrays, meta = _read(path)
     kind = meta.get("model_class")
     if not isinstance(kind, str) or kind not in MODELS:

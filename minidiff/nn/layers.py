@@ -67,10 +67,11 @@ class Linear(Module):
     def forward(self, x):
         x = check_array(x, "x", like=self.W.data, last=self.in_features, finite=False)
         self._x = x
-        y = x @ self.W.data  # (..., in) @ (in, out) -> (..., out)
+        # one 2-D GEMM over all leading axes (a 3-D @ 2-D matmul would run one small GEMM per batch row)
+        y = x.reshape(-1, self.in_features) @ self.W.data  # (N, in) @ (in, out) -> (N, out)
         if self.b is not None:
             y += self.b.data
-        return y
+        return y.reshape(x.shape[:-1] + (self.out_features,))  # (N, out) -> (..., out)
 
     def backward(self, dy):
         x = self._x
@@ -79,7 +80,7 @@ class Linear(Module):
         self.W.grad += x2.T @ dy2  # (in, N) @ (N, out) -> (in, out)
         if self.b is not None:
             self.b.grad += _sum_rows(dy2)[0]
-        return dy @ self.W.data.T  # (..., out) @ (out, in) -> (..., in)
+        return (dy2 @ self.W.data.T).reshape(x.shape)  # (N, out) @ (out, in) -> (N, in) -> (..., in)
 
 
 class ReLU(Module):

@@ -29,6 +29,7 @@ from .layers import (
     Conv2d, Downsample, Embedding, GroupNorm, Linear, ResBlock, SigmaEmbedding, SiLU, Upsample,
     make_activation,
 )
+from .attention import TransformerBlock
 from .module import Module
 
 __all__ = ["MLPDenoiser", "UNetDenoiser", "NoiseAwareClassifier", "cross_entropy", "MODELS", "build_model"]
@@ -165,10 +166,25 @@ class UNetDenoiser(_Conditioning, Module):
     groups : GroupNorm groups (every width, including concatenations, must be divisible by it).
     emb_dim : embedding width (default 4 * base_channels).
     num_classes, class_dim=emb_dim, num_frequencies, dtype, seed : as in :class:`MLPDenoiser`.
+    context_dim : width of a text context for cross-attention (None: no text conditioning).
+    attention_resolutions : downsampling factors (1 = full resolution, 2, 4, ...) at which a pre-LN
+        :class:`~minidiff.nn.TransformerBlock` follows the ResBlock, on the way down and up (and after
+        the middle block when the lowest resolution is listed); guided-diffusion's convention. The block
+        reads the feature map (B, H, W, C) as the token sequence (B, H*W, C): self-attention over the
+        pixels, then cross-attention from every pixel to the text tokens when ``context_dim`` is set
+        (Rombach et al. 2022, Sec. 3.3; docs/attention.md §8).
+    num_heads : heads of those attention layers.
+    pooled_context : also add ``W_p mean_j(c_j)`` (the context averaged over its real tokens) to the
+        embedding ``e``, the pooled text embedding of Imagen (Saharia et al. 2022, Sec. 2.1 and App. F).
+
+    Text conditioning (``context_dim`` set): ``forward(x, sigma, context=c, context_mask=m)`` with ``c``
+    (B, S, context_dim) and ``m`` (B, S) bool (True = a real token); ``backward(d_eps_hat)`` then returns
+    ``(dx, dcontext)`` (dcontext summed over every cross-attention and the pooled path), otherwise ``dx``.
     """
 
     def __init__(self, channels: int, base_channels: int = 32, channel_mult=(1, 2, 2), groups: int = 8,
-                 emb_dim=None, num_classes=None, num_frequencies: int = 8, dtype="float32", seed=0):
+                 emb_dim=None, num_classes=None, num_frequencies: int = 8, dtype="float32", seed=0,
+                 context_dim=None, attention_resolutions=(), num_heads: int = 4, pooled_context: bool = False):
         self.channels = check_positive_int(channels, "channels", maximum=MAX_WIDTH)
         base = check_positive_int(base_channels, "base_channels", maximum=MAX_WIDTH)
         mult = tuple(check_positive_int(m, "channel_mult entry", maximum=MAX_WIDTH) for m in channel_mult)
@@ -181,6 +197,19 @@ class UNetDenoiser(_Conditioning, Module):
         self.config = dict(channels=self.channels, base_channels=base, channel_mult=list(mult), groups=groups,
                            emb_dim=emb_dim, num_classes=self.num_classes, num_frequencies=int(num_frequencies),
                            dtype=str(dt), seed=_seed_for_config(seed))
+        self.context_dim = None if context_dim is None else check_positive_int(context_dim, "context_dim",
+                                                                                maximum=MAX_WIDTH)
+        attn_res = sorted({check_positive_int(r, "attention_resolutions entry", maximum=MAX_WIDTH)
+                           for r in attention_resolutions})
+        factors = [2 ** l for l in range(len(mult))]
+        if any(r not in factors for r in attn_res):
+            raise ValueError(f"attention_resolutions must be downsampling factors among {factors}; got {attn_res}")
+        if pooled_context and self.context_dim is None:
+            raise ValueError("pooled_context needs a context_dim")
+        self.pooled_context = bool(pooled_context)
+        if attn_res or self.context_dim is not None:
+            self.config.update(context_dim=self.context_dim, attention_resolutions=attn_res,
+                               num_heads=int(num_heads), pooled_context=self.pooled_context)
         widths = [base * m for m in mult]
         L = len(widths)
         # up block l works at resolution l on concat(h, skip_l): h has the width of the level below
@@ -207,8 +236,32 @@ class UNetDenoiser(_Conditioning, Module):
         self.gn_out = GroupNorm(groups, widths[0], dtype=dt)
         self.act_out = SiLU()
         self.conv_out = Conv2d(widths[0], self.channels, 3, dtype=dt, seed=rng)
+        # attention blocks, one list per position, in level order (only the listed levels have one)
+        self.attn_levels = [l for l in range(L) if 2 ** l in attn_res]
+        cd = self.context_dim
+        self.down_attn = [TransformerBlock(widths[l], num_heads, cd, dtype=dt, seed=rng) for l in self.attn_levels]
+        self.mid_attn = (TransformerBlock(widths[-1], num_heads, cd, dtype=dt, seed=rng)
+                         if L - 1 in self.attn_levels else None)
+        self.up_attn = [TransformerBlock(widths[l], num_heads, cd, dtype=dt, seed=rng) for l in self.attn_levels]
+        self.ctx_proj = Linear(cd, emb_dim, dtype=dt, seed=rng) if self.pooled_context else None
 
-    def forward(self, x, sigma, y=None):
+    def _attend(self, block, h, ctx):
+        """A transformer block on the feature map ``h (B, H, W, C)`` read as the sequence (B, H*W, C)."""
+        B, H, W, C = h.shape
+        seq = h.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C), a view
+        out = block(seq, context=ctx[0], context_mask=ctx[1]) if ctx else block(seq)
+        return out.reshape(B, H, W, C)
+
+    def _attend_backward(self, block, d):
+        """Backward of :meth:`_attend`: returns (dh, dcontext or None)."""
+        B, H, W, C = d.shape
+        g = block.backward(d.reshape(B, H * W, C))
+        dc = None
+        if isinstance(g, tuple):
+            g, dc = g
+        return g.reshape(B, H, W, C), dc
+
+    def forward(self, x, sigma, y=None, context=None, context_mask=None):
         x = check_array(x, "x", like=self.conv_in.W.data, ndim=4, finite=False)
         xp = backend.get_xp(x)
         B, C, H, W = x.shape
@@ -219,31 +272,53 @@ class UNetDenoiser(_Conditioning, Module):
         if H % f or W % f:
             raise ValueError(f"H and W must be divisible by {f} for {L} resolutions; got {H}x{W}")
         labels = self._labels(y, B, xp)
+        ctx = self._context(context, context_mask, B)  # () or (context, context_mask)
         sig, c_in = _sigma_inputs(sigma, x)
         e = self.emb2(self.emb_act1(self.emb1(self.sigma_emb.embed(sig))))  # (B, emb_dim)
         if labels is not None:
             e += self.class_emb(labels)
+        if self.pooled_context:
+            m = ctx[1].astype(x.dtype)[:, :, None]  # (B, S) -> (B, S, 1)
+            self._pool_w = m / m.sum(axis=1, keepdims=True)  # weights 1/n_b on the real tokens
+            e += self.ctx_proj((ctx[0] * self._pool_w).sum(axis=1))  # (B, S, Dc) -> (B, Dc) -> (B, emb_dim)
         e = self.emb_act2(e)
         h = xp.ascontiguousarray((x * c_in).transpose(0, 2, 3, 1))  # (B, C, H, W) -> (B, H, W, C)
         h = self.conv_in(h)
+        attn = {l: k for k, l in enumerate(self.attn_levels)}
         skips = []
         for l in range(L):
             h = self.down_blocks[l](h, e)
+            if l in attn:
+                h = self._attend(self.down_attn[attn[l]], h, ctx)
             skips.append(h)
             if l < L - 1:
                 h = self.downs[l](h)
         h = self.mid(h, e)
+        if self.mid_attn is not None:
+            h = self._attend(self.mid_attn, h, ctx)
         for l in reversed(range(L)):
             h = self.up_blocks[l](xp.concatenate([h, skips[l]], axis=-1), e)  # channels: h | skip
+            if l in attn:
+                h = self._attend(self.up_attn[attn[l]], h, ctx)
             if l > 0:
                 h = self.ups[l - 1](h)
         out = self.conv_out(self.act_out(self.gn_out(h)))
-        self._c_in, self._conditional = c_in, labels is not None
+        self._c_in, self._conditional, self._has_context = c_in, labels is not None, bool(ctx)
         return xp.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (B, H, W, C) -> (B, C, H, W)
 
     def backward(self, d_eps_hat):
+        """``d_eps_hat (B, C, H, W)`` -> ``dx``, or ``(dx, dcontext)`` after a forward with a context."""
         xp = backend.get_xp(d_eps_hat)
         L = len(self.widths)
+        attn = {l: k for k, l in enumerate(self.attn_levels)}
+        dctx = []  # the context's gradient from each cross-attention (and the pooled path)
+
+        def through(block, d):
+            d, dc = self._attend_backward(block, d)
+            if dc is not None:
+                dctx.append(dc)
+            return d
+
         d = xp.ascontiguousarray(d_eps_hat.transpose(0, 2, 3, 1))  # (B, C, H, W) -> (B, H, W, C)
         d = self.gn_out.backward(self.act_out.backward(self.conv_out.backward(d)))
         de = None
@@ -251,24 +326,55 @@ class UNetDenoiser(_Conditioning, Module):
         for l in range(L):
             if l > 0:
                 d = self.ups[l - 1].backward(d)
+            if l in attn:
+                d = through(self.up_attn[attn[l]], d)
             d, de_l = self.up_blocks[l].backward(d)
             de = de_l if de is None else de + de_l
             n = self._split[l]
             d_skips[l] = d[..., n:]
             d = d[..., :n]
+        if self.mid_attn is not None:
+            d = through(self.mid_attn, d)
         d, de_l = self.mid.backward(d)
         de += de_l
         for l in reversed(range(L)):
             if l < L - 1:
                 d = self.downs[l].backward(d)
-            d, de_l = self.down_blocks[l].backward(d + d_skips[l])
+            d = d + d_skips[l]
+            if l in attn:
+                d = through(self.down_attn[attn[l]], d)
+            d, de_l = self.down_blocks[l].backward(d)
             de += de_l
         d = self.conv_in.backward(d)
         de = self.emb_act2.backward(de)
         if self._conditional:
             self.class_emb.backward(de)
+        if self.pooled_context:
+            dctx.append(self.ctx_proj.backward(de)[:, None, :] * self._pool_w)  # (B, Dc) -> (B, S, Dc)
         self.emb1.backward(self.emb_act1.backward(self.emb2.backward(de)))
-        return d.transpose(0, 3, 1, 2) * self._c_in  # (B, H, W, C) -> (B, C, H, W)
+        dx = d.transpose(0, 3, 1, 2) * self._c_in  # (B, H, W, C) -> (B, C, H, W)
+        if not self._has_context:
+            return dx
+        dcontext = dctx[0]
+        for g in dctx[1:]:
+            dcontext = dcontext + g
+        return dx, dcontext
+
+    def _context(self, context, context_mask, B):
+        """() without text conditioning, else (context, mask) checked against the model."""
+        if self.context_dim is None:
+            if context is not None or context_mask is not None:
+                raise ValueError("context was given but the model has no cross-attention (context_dim=None)")
+            return ()
+        if context is None:
+            raise ValueError(f"this model is text-conditioned: forward needs context=(B, S, {self.context_dim}) "
+                             "(the null prompt's encoding for unconditional predictions)")
+        context = check_array(context, "context", like=self.conv_in.W.data, ndim=3, last=self.context_dim, finite=False)
+        if context.shape[0] != B:
+            raise ValueError(f"context has batch {context.shape[0]} but x has batch {B}")
+        if context_mask is None:
+            context_mask = backend.get_xp(context).ones(context.shape[:2], dtype=bool)
+        return (context, context_mask)
 
 
 class NoiseAwareClassifier(_MLPTrunk, Module):
