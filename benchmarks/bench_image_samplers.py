@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--n", type=int, default=1000, help="samples per (model, sampler, NFE, seed)")
     ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 40])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--gammas", type=float, nargs="+", default=[1.5, 2.5, 3.0])
     ap.add_argument("--reader-steps", type=int, default=1500)
     ap.add_argument("--models", nargs="+", default=["eps", "edm"], choices=["eps", "edm"])
@@ -93,9 +94,9 @@ def main():
     print(f"glyph classifier: {args.reader_steps} steps in {time.perf_counter() - t:.0f} s, accuracy on fresh "
           f"real glyphs {acc:.3f}", flush=True)
 
-    reals = [ds.sample(args.n, md.default_rng(5000 + s)) for s in range(args.seeds)]  # reference sets
-    floor = [glyph_fid(reals[s], ds.sample(args.n, md.default_rng(6000 + s)), feats)["fid"]
-             for s in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    reals = {s: ds.sample(args.n, md.default_rng(5000 + s)) for s in seeds}  # reference sets
+    floor = [glyph_fid(reals[s], ds.sample(args.n, md.default_rng(6000 + s)), feats)["fid"] for s in seeds]
     floor_m, floor_se = summarise(floor)
     print(f"noise floor (real vs real, n = {args.n}): glyph FID {floor_m:.3f} +- {floor_se:.3f}", flush=True)
 
@@ -118,7 +119,7 @@ def main():
         methods = dict(METHODS)
         methods.update({f"GE gamma={g:g}": dict(method="family", gamma=g, final_step="ddim") for g in args.gammas})
         per = {}
-        for seed in range(args.seeds):
+        for seed in seeds:
             z = backend.asarray(np.random.default_rng(1000 + seed).standard_normal((args.n, 1, 16, 16)),
                                 dtype="float32")
             for mname, kw in methods.items():
