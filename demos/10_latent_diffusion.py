@@ -155,7 +155,7 @@ shapes = {"pixel": (1, 28, 28), "latent": latent_shape}
 train_s, sample_s = {}, {}
 for k, m in net.items():
     x = rng.standard_normal((B,) + shapes[k], dtype="float32")
-    s = np.full(B, 1.0, dtype="float32")
+    s = 1.0  # one noise level for the whole batch (a float works on either backend)
 
     def step():
         out = m(x, s)
