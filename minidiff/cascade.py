@@ -39,9 +39,7 @@ def train_super_resolution(model: SuperResDenoiser, data, schedule, *, steps: in
     check_array(data, "data", ndim=4)
     steps = check_positive_int(steps, "steps")
     batch_size = check_positive_int(batch_size, "batch_size")
-    aug_max = check_real(aug_max, "aug_max")
-    if aug_max < 0:
-        raise ValueError(f"aug_max must be >= 0; got {aug_max}")
+    aug_max = check_real(aug_max, "aug_max", low=0.0)
     data = data.astype(model.unet.conv_in.W.data.dtype, copy=False)
     n, D = int(data.shape[0]), int(math.prod(data.shape[1:]))
     opt = Adam(model.parameters(), lr=lr)

@@ -48,9 +48,7 @@ def train_autoencoder(ae: Autoencoder, data, *, steps: int, batch_size: int = 64
     check_array(data, "data", ndim=4)
     steps = check_positive_int(steps, "steps")
     batch_size = check_positive_int(batch_size, "batch_size")
-    beta = check_real(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0; got {beta}")
+    beta = check_real(beta, "beta", low=0.0)
     n = int(data.shape[0])
     dtype = ae.encoder[0].W.data.dtype
     data = data.astype(dtype, copy=False)
@@ -104,10 +102,8 @@ class AutoencoderConfig:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         for name in ("n_train", "latent_channels", "base_channels", "steps", "batch_size"):
             check_positive_int(getattr(self, name), name)
-        if not (check_real(self.lr, "lr") > 0):
-            raise ValueError(f"lr must be > 0; got {self.lr}")
-        if check_real(self.beta, "beta") < 0:
-            raise ValueError(f"beta must be >= 0; got {self.beta}")
+        check_real(self.lr, "lr", low=0.0, low_open=True)
+        check_real(self.beta, "beta", low=0.0)
 
     def as_dict(self) -> dict:
         d = asdict(self)
