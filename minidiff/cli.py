@@ -196,6 +196,8 @@ def cmd_train(args):
                                    "base_channels": args.base_channels, "channel_mult": args.channel_mult,
                                    "attention_resolutions": args.attention_resolutions,
                                    "text_dim": args.text_dim, "text_depth": args.text_depth,
+                                   "dit_dim": args.dit_dim, "dit_depth": args.dit_depth, "dit_heads": args.dit_heads,
+                                   "patch_size": args.patch_size,
                                    "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
                                    "loss_weighting": args.loss_weighting}.items() if v is not None}
     if args.model in ("unet", "dit"):
@@ -301,15 +303,17 @@ def cmd_sample(args):
         from .t2i import generate
 
         x, nfe = generate(model, args.prompt or "", n=args.n, guidance=w, steps=args.steps, sampler=args.sampler,
-                          grid=args.grid, seed=args.seed, schedule=schedule, shape=shape, return_nfe=True)
+                          grid=args.grid, seed=args.seed, schedule=schedule, shape=shape, return_nfe=True,
+                          decode=False)  # decoded below with the latent config
     else:
         x, _, nfe = _draw(model, schedule, args.n, shape, sampler=args.sampler, steps=args.steps, grid=args.grid,
                           seed=args.seed, y=y)
     if cfg.latent:  # latent diffusion: decode the latent samples into images
         from .latent import decode_latents, load_autoencoder
+        from .nn.checkpoint import resolve
 
         try:
-            ae = load_autoencoder(cfg.latent)
+            ae = load_autoencoder(cfg.latent, near=resolve(args.checkpoint))
         except FileNotFoundError as exc:
             raise UserError(f"{exc}; this latent checkpoint decodes with it") from None
         x = decode_latents(ae, x, cfg.latent_scale, cfg.latent_shift)
@@ -437,6 +441,10 @@ def build_parser():
     t.add_argument("--attention-resolutions", type=pos, nargs="+",
                    help="U-Net downsampling factors with a transformer block, e.g. 2 4 (default: none; "
                         "text models: every downsampled level)")
+    t.add_argument("--dit-dim", type=pos, help=f"DiT token width (default: {D.dit_dim})")
+    t.add_argument("--dit-depth", type=pos, help=f"DiT blocks (default: {D.dit_depth})")
+    t.add_argument("--dit-heads", type=pos, help=f"DiT attention heads (default: {D.dit_heads})")
+    t.add_argument("--patch-size", type=pos, help="DiT patch side (default: 2 for an even image side, else 1)")
     t.add_argument("--text-dim", type=pos, help=f"text encoder width, text models (default: {D.text_dim})")
     t.add_argument("--text-depth", type=pos, help=f"text encoder blocks, text models (default: {D.text_depth})")
     t.add_argument("--warmup-steps", type=nonneg, help=f"learning-rate warm-up steps (default: {D.warmup_steps})")

@@ -221,9 +221,16 @@ def decode_latents(ae: Autoencoder, z0, scale: float, shift: float, batch_size: 
     return xp.concatenate([ae.decode(z[i:i + batch_size]) for i in range(0, z.shape[0], batch_size)], axis=0)
 
 
-def load_autoencoder(path) -> Autoencoder:
+def load_autoencoder(path, near=None) -> Autoencoder:
     """The :class:`~minidiff.nn.Autoencoder` stored in a checkpoint (from ``minidiff train --model vae``
-    or :func:`fit_autoencoder`), in eval mode; ValueError if the file holds another model."""
+    or :func:`fit_autoencoder`), in eval mode; ValueError if the file holds another model.
+
+    ``near``: the latent-diffusion checkpoint that names ``path``. A latent checkpoint records its
+    autoencoder's absolute path; when that file is gone (the two were moved or copied together),
+    the file of the same name beside ``near`` is used."""
+    if not os.path.exists(path) and near is not None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(near)), os.path.basename(path))
+        path = beside if os.path.exists(beside) else path
     if not os.path.exists(path):
         raise FileNotFoundError(f"autoencoder checkpoint {path!r} does not exist (write one with "
                                 f"`minidiff train --model vae --out {path}`)")

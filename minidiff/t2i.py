@@ -8,7 +8,7 @@ import os
 import time
 
 from . import backend
-from ._validate import check_positive_int
+from ._validate import check_bool, check_positive_int
 from .nn import MODELS, Module, build_model
 
 __all__ = ["WEIGHTS_DIR", "READER_PATH", "train_glyph_reader", "load_glyph_reader", "reader_accuracy",
@@ -161,15 +161,27 @@ MODELS["TextConditionedDenoiser"] = TextConditionedDenoiser
 
 def make_text_model(cfg, data, tokenizer=None):
     """The text-to-image model a :class:`~minidiff.training.TrainConfig` names: a
-    :class:`~minidiff.text.TextEncoder` (width ``text_dim``, ``text_depth`` blocks) and a U-Net with
-    cross-attention at ``attention_resolutions`` (default: every downsampled level, e.g. (2, 4) for
-    channel_mult (1, 2, 2): the 12x12 and 6x6 maps of a 24x24 image)."""
+    :class:`~minidiff.text.TextEncoder` (width ``text_dim``, ``text_depth`` blocks) and, for ``model="unet"``,
+    a U-Net with cross-attention at ``attention_resolutions`` (default: every downsampled level, e.g. (2, 4)
+    for channel_mult (1, 2, 2): the 12x12 and 6x6 maps of a 24x24 image), or for ``model="dit"`` a
+    :class:`~minidiff.nn.DiTDenoiser` whose every block cross-attends to the prompt. ``data`` fixes the
+    shape: pixels, or the latents of an autoencoder (latent diffusion, docs/latent.md §2)."""
     from .text import TextEncoder
 
     tok = glyph_tokenizer() if tokenizer is None else tokenizer
-    res = cfg.attention_resolutions or tuple(2 ** l for l in range(1, len(cfg.channel_mult))) or (1,)
     enc = TextEncoder(tok.vocab_size, tok.max_length, dim=cfg.text_dim, depth=cfg.text_depth,
                       num_heads=cfg.num_heads, dtype=cfg.dtype, seed=cfg.seed + 1)
+    if cfg.model == "dit":  # every DiT block cross-attends to the prompt (docs/latent.md §3)
+        C, H, W = (int(k) for k in data.shape[1:])
+        if H != W:
+            raise ValueError(f"model 'dit' needs square images; the data is {H}x{W}")
+        dit = build_model("DiTDenoiser", channels=C, image_size=H, patch_size=cfg.patch_size or (2 if H % 2 == 0 else 1),
+                          dim=cfg.dit_dim, depth=cfg.dit_depth, num_heads=cfg.dit_heads, context_dim=cfg.text_dim,
+                          dtype=cfg.dtype, seed=cfg.seed)
+        return TextConditionedDenoiser(tok, enc, dit)
+    if cfg.model != "unet":
+        raise ValueError(f"a text-conditioned model is a 'unet' or a 'dit'; got model {cfg.model!r}")
+    res = cfg.attention_resolutions or tuple(2 ** l for l in range(1, len(cfg.channel_mult))) or (1,)
     unet = build_model("UNetDenoiser", channels=int(data.shape[1]), base_channels=cfg.base_channels,
                        channel_mult=list(cfg.channel_mult), dtype=cfg.dtype, seed=cfg.seed,
                        context_dim=cfg.text_dim, attention_resolutions=list(res),
@@ -191,6 +203,7 @@ def load_text_model(name_or_path="text-glyphs"):
     """A text-to-image checkpoint, by path or by the shipped name ``"text-glyphs"``, with its EMA weights
     (when stored) and, as attributes, its training ``schedule`` and ``sample_shape`` (C, H, W)."""
     from .nn import EMA, load
+    from .nn.checkpoint import resolve
     from .runs import TrainConfig, make_schedule
 
     ck = load(name_or_path)
@@ -202,14 +215,20 @@ def load_text_model(name_or_path="text-glyphs"):
         ema.load_state_dict(ck.ema_state)
         ema.copy_to(model)
     model.eval()
-    model.schedule = make_schedule(TrainConfig.from_dict(dict(ck.config or {})))
+    cfg = TrainConfig.from_dict(dict(ck.config or {}))
+    model.schedule = make_schedule(cfg)
     model.sample_shape = tuple(int(k) for k in (ck.extra or {}).get("data_shape", (1, 24, 24)))
+    model.latent = None  # latent diffusion: (autoencoder, scale, shift) that decode the samples
+    if cfg.latent:
+        from .latent import load_autoencoder
+
+        model.latent = (load_autoencoder(cfg.latent, near=resolve(name_or_path)), cfg.latent_scale, cfg.latent_shift)
     return model
 
 
 def generate(model, prompt, n: int = 16, guidance: float = 3.0, steps: int = 20,
              sampler: str = "gradient_estimation", grid: str = "log_linear", seed=0, schedule=None, shape=None,
-             callback=None, return_nfe: bool = False):
+             callback=None, return_nfe: bool = False, decode: bool = True):
     r"""Images for a prompt in one call: ``x (n, C, H, W)``.
 
     ``model``: a :class:`TextConditionedDenoiser` or a checkpoint path / shipped name (``"text-glyphs"``).
@@ -219,6 +238,9 @@ def generate(model, prompt, n: int = 16, guidance: float = 3.0, steps: int = 20,
     from ``x ~ N(0, sigma_max^2 I)`` down ``steps`` levels of the training schedule with ``sampler``,
     ending on a plain DDIM step for the family samplers (as the CLI does). ``callback(state)`` sees every
     :class:`~minidiff.samplers.SamplerState` (the denoising animation of the demo uses it).
+    A latent-diffusion model (loaded by :func:`load_text_model`, trained with ``TrainConfig(latent=...)``)
+    samples latents and, with ``decode`` (default), returns them decoded by its autoencoder
+    (``x = decoder(z0 / scale + shift)``, docs/latent.md §2); ``decode=False`` returns the latents.
     An unknown word is a ValueError listing the vocabulary; too long a prompt names the limit.
     """
     from .samplers import iter_sample
@@ -247,7 +269,13 @@ def generate(model, prompt, n: int = 16, guidance: float = 3.0, steps: int = 20,
     for state in iter_sample(den, sigmas, x, method=sampler, rng=rng, **kw):
         if callback is not None:
             callback(state)
-    return (state.x, state.nfe) if return_nfe else state.x
+    x = state.x
+    if check_bool(decode, "decode") and getattr(model, "latent", None) is not None:
+        from .latent import decode_latents
+
+        ae, scale, shift = model.latent
+        x = decode_latents(ae, x, scale, shift)
+    return (x, state.nfe) if return_nfe else x
 
 
 # ---------------------------------------------------------------------------------- adherence

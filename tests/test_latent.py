@@ -96,3 +96,39 @@ def test_dit_through_fit_in_pixel_space():
     assert isinstance(res.model, DiTDenoiser) and res.model.patch_size == 4 and len(res.losses) == 3
     with pytest.raises(ValueError, match="model must be"):
         TrainConfig(model="transformer")
+
+
+@pytest.mark.parametrize("model", ["dit", "unet"])
+def test_text_conditioned_latent_diffusion(tmp_path, model):
+    """The text path in latent space: a captioned-glyph autoencoder, a text-conditioned denoiser on its
+    latents (CLI), and prompts sampled to decoded images by the CLI and by ``generate``, also after the two
+    checkpoints moved to another folder together (the recorded absolute path is then gone)."""
+    import shutil
+
+    from minidiff.t2i import TextConditionedDenoiser, generate, load_text_model
+
+    ae, ldm, out = tmp_path / "ae.npz", tmp_path / "ldm.npz", tmp_path / "s.npz"
+    assert main(["train", "--dataset", "captioned_glyphs", "--model", "vae", "--steps", "2", "--batch-size", "4",
+                 "--n-train", "16", "--out", str(ae), "--quiet"]) == 0
+    extra = ["--dit-dim", "16", "--dit-depth", "1"] if model == "dit" else ["--base-channels", "8"]
+    assert main(["train", "--dataset", "captioned_glyphs", "--conditional", "--latent", str(ae), "--model", model,
+                 "--steps", "2", "--batch-size", "4", "--n-train", "16", "--text-dim", "16", "--text-depth", "1",
+                 "--out", str(ldm), "--quiet", *extra]) == 0
+    ck = load(ldm)
+    assert ck.model_class == "TextConditionedDenoiser" and ck.extra["data_shape"] == [4, 6, 6]  # 24 / 4 per side
+    assert type(ck.model.denoiser).__name__ == ("DiTDenoiser" if model == "dit" else "UNetDenoiser")
+    assert main(["sample", "--checkpoint", str(ldm), "--prompt", "bold R", "--n", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert np.load(out)["x"].shape == (2, 1, 24, 24)  # decoded glyphs, not latents
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in (ae, ldm):
+        shutil.move(str(f), str(moved / f.name))
+    m = load_text_model(str(moved / "ldm.npz"))
+    assert isinstance(m, TextConditionedDenoiser) and m.sample_shape == (4, 6, 6)
+    x = generate(m, "serif 7", n=3, steps=2)
+    z = generate(m, "serif 7", n=3, steps=2, decode=False)
+    assert x.shape == (3, 1, 24, 24) and z.shape == (3, 4, 6, 6) and np.all(np.isfinite(x))
+    np.testing.assert_allclose(x, decode_latents(m.latent[0], z, m.latent[1], m.latent[2]), rtol=1e-5, atol=1e-6)
+    assert main(["sample", "--checkpoint", str(moved / "ldm.npz"), "--prompt", "7", "--n", "1", "--steps", "2",
+                 "--out", str(out)]) == 0
