@@ -183,7 +183,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .runs import TrainConfig, fit, load_data
+    from .runs import IMAGE_DEFAULTS, TrainConfig, fit, load_data
 
     out = _out_file(args.out, "--out", (".npz",))  # checked (folder created) before any training
     if args.model == "vae":
@@ -200,8 +200,12 @@ def cmd_train(args):
                                    "patch_size": args.patch_size,
                                    "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
                                    "loss_weighting": args.loss_weighting}.items() if v is not None}
+    text = args.conditional and args.dataset.startswith("captioned_glyphs")
     if args.model in ("unet", "dit"):
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
+        if not (args.latent or text):  # pixel-space image defaults: EDM preconditioning (docs/quality.md §5)
+            for k, v in IMAGE_DEFAULTS.items():
+                overrides.setdefault(k, v)
     if args.latent:
         check_path_read(args.latent, "--latent")
         if args.model == "unet":
@@ -393,10 +397,11 @@ def cmd_info(args):
 def build_parser():
     from dataclasses import fields
 
-    from .runs import TrainConfig
+    from .runs import IMAGE_DEFAULTS, TrainConfig
 
     # the built-in defaults, quoted in the help texts (read off the dataclass: no backend touched)
     D = argparse.Namespace(**{f.name: f.default for f in fields(TrainConfig)})
+    I = IMAGE_DEFAULTS
     p = _Parser(prog="minidiff", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True, metavar="{demo,train,sample,datasets,info}")
 
@@ -426,8 +431,8 @@ def build_parser():
     t.add_argument("--latent", default=None, metavar="AE.npz",
                    help="train in the latent space of this autoencoder (from --model vae); "
                         "`sample` then decodes (default: pixel space)")
-    t.add_argument("--steps", type=pos, help=f"training steps (default: {D.steps})")
-    t.add_argument("--batch-size", type=pos, help=f"samples per step (default: {D.batch_size}; 64 for --model unet)")
+    t.add_argument("--steps", type=pos, help=f"training steps (default: {D.steps}; {I['steps']} for unet/dit on pixels)")
+    t.add_argument("--batch-size", type=pos, help=f"samples per step (default: {D.batch_size}; 64 for unet/dit)")
     t.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default: {D.lr:g})")
     t.add_argument("--sigma-max", type=_positive_float,
                    help=f"largest noise level; keep it far above the data's size (default: {D.sigma_max:g})")
@@ -453,12 +458,12 @@ def build_parser():
                    help=f"eps-loss weight per noise level (default: {D.loss_weighting})")
     t.add_argument("--parametrization", choices=("eps", "x0", "v", "edm"),
                    help="what the network predicts: eps, x0, v, or edm (the preconditioning of Karras et al. "
-                        f"2022) (default: {D.parametrization})")
+                        f"2022) (default: {D.parametrization}; {I['parametrization']} for unet/dit on pixels, not text or latent runs)")
     t.add_argument("--sigma-data", type=_positive_float,
                    help=f"data std per coordinate, for --parametrization edm (default: {D.sigma_data:g})")
     t.add_argument("--sigma-distribution", choices=("schedule", "lognormal"),
                    help="training noise levels: uniform on the schedule's grid, or ln sigma ~ N(-1.2, 1.2^2) "
-                        f"(default: {D.sigma_distribution})")
+                        f"(default: {D.sigma_distribution}; {I['sigma_distribution']} for unet/dit on pixels)")
     t.add_argument("--checkpoint-every", type=nonneg, default=0,
                    help="also write the checkpoint every k steps; 0: only at the end (default: 0)")
     t.add_argument("--resume", action="store_true",

@@ -24,8 +24,19 @@ from .schedules import Schedule
 from .nn.checkpoint import NonFiniteCheckpointError
 from .training import NonFiniteLossError, _diverged, train
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
+__all__ = ["IMAGE_DEFAULTS", "IMAGE_SAMPLING", "TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
            "restore_run", "save_run", "make_denoiser"]
+
+
+# The defaults of `minidiff train --model unet|dit` on pixels (TrainConfig.for_images in Python), chosen
+# from the glyph-FID table of benchmarks/bench_image_samplers.py (docs/quality.md §5): the EDM
+# preconditioning with log-normal training noise levels (Karras et al. 2022) beats eps-prediction on
+# the schedule's grid at equal compute at every sampler and NFE; 3000 steps of batch 64 keep the
+# default 16x16 glyph run under ~15 minutes on 2 cores.
+IMAGE_DEFAULTS = {"steps": 3000, "batch_size": 64, "parametrization": "edm", "sigma_distribution": "lognormal",
+                  "sigma_data": 0.5}
+# ... and the sampling defaults of `minidiff sample` for such a checkpoint (same table)
+IMAGE_SAMPLING = {"sampler": "dpmpp_2m", "grid": "karras", "steps": 20}
 
 
 @dataclass
@@ -74,6 +85,12 @@ class TrainConfig:
     attention_resolutions: tuple = ()  # U-Net downsampling factors with attention; text models: () -> all but 1
     num_heads: int = 4  # heads of every attention layer
     pooled_context: bool = True  # text models: also add the mean text embedding to the noise embedding
+
+    @classmethod
+    def for_images(cls, **overrides) -> "TrainConfig":
+        """A config with the image defaults (:data:`IMAGE_DEFAULTS`, what ``minidiff train --model unet``
+        uses on pixels) under ``overrides``; ``model`` defaults to ``"unet"``."""
+        return cls(**{"model": "unet", **IMAGE_DEFAULTS, **overrides})
 
     def __post_init__(self):
         # every field through the validator of its kind (numbers are stored as plain Python numbers)
