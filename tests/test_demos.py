@@ -43,6 +43,7 @@ EXPECTED = {
                                 "10_cost.png"], ["latent", "runs", "samplers", "nn"]),
     "11_dit_vs_unet.py": (["11_loss_vs_time.png", "11_samples.png"], ["training", "runs", "samplers", "nn"]),
     "12_super_resolution.py": (["12_cascade.png", "12_held_out.png"], ["cascade", "runs", "samplers", "nn"]),
+    "13_image_quality.py": (["13_fid_vs_nfe.png"], ["metrics", "runs", "samplers", "nn"]),
 }
 MIN_BYTES = 5_000  # a saved empty figure is ~2-4 kB; every real figure here is >= 50 kB
 
