@@ -21,10 +21,12 @@ the trained model is cached in DIR as ``glyph_unet_*.npz`` so a second run only 
 delete it to retrain. --fast ~6 s with an 8-channel U-Net trained for 10 steps: the figures are
 produced but the "samples" are noise.
 
-Training is the same eps-prediction loss as for the points (Ho et al. 2020, Alg. 1, in sigma space):
-x = x0 + sigma eps, L = mean |eps_hat(x, sigma) - eps|^2, now with ``minidiff.nn.UNetDenoiser``:
-3x3 convolutions, GroupNorm, SiLU, two resolutions (16x16 and 8x8) with skip connections, and the
-noise level injected into every residual block.
+Training uses the image defaults of the CLI (``TrainConfig.for_images``): x = x0 + sigma eps with
+ln sigma ~ N(-1.2, 1.2^2), and the network F wrapped in the EDM preconditioning of Karras et al. 2022,
+D(x) = c_skip x + c_out F(c_in x, c_noise), trained on (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
+|D(x) - x0|^2 (docs/quality.md §3); the samplers see the equivalent eps_hat = (x - D(x)) / sigma. The
+network is ``minidiff.nn.UNetDenoiser``: 3x3 convolutions, GroupNorm, SiLU, two resolutions (16x16 and
+8x8) with skip connections, and the noise level injected into every residual block.
 """
 
 # %%
@@ -72,15 +74,18 @@ def show_grid(ax, images, nrow, title=None):
 # KL(p_T || N(0, 80^2 I)) <= E|x0|^2 / (2 * 80^2) ~ 0.02 nats for 16x16 glyphs (RMS norm ~13), fine.
 
 # %%
-cfg = TrainConfig(dataset="glyphs16", n_train=4000, model="unet", base_channels=8 if args.fast else 16,
-                  channel_mult=(1, 2), batch_size=16 if args.fast else 64, steps=10 if args.fast else 1500,
-                  lr=2e-3, warmup_steps=5 if args.fast else 100, sigma_min=0.01, sigma_max=80.0, seed=0)
+# TrainConfig.for_images: the image defaults of `minidiff train --model unet` (runs.IMAGE_DEFAULTS): the EDM
+# preconditioning of Karras et al. 2022 with log-normal training noise levels (docs/quality.md §3, §5).
+cfg = TrainConfig.for_images(dataset="glyphs16", n_train=4000, base_channels=8 if args.fast else 16,
+                             channel_mult=(1, 2), batch_size=16 if args.fast else 64, steps=10 if args.fast else 1500,
+                             lr=2e-3, warmup_steps=5 if args.fast else 100, sigma_min=0.01, sigma_max=80.0, seed=0)
 # Trains (minutes), or loads the run an earlier call saved with this exact config (fit's checkpoint as a cache).
-result = fit(cfg, checkpoint_path=os.path.join(args.out, f"glyph_unet_c{cfg.base_channels}_steps{cfg.steps}.npz"),
+result = fit(cfg, checkpoint_path=os.path.join(args.out, f"glyph_unet_edm_c{cfg.base_channels}_steps{cfg.steps}.npz"),
              resume=True, progress=not args.fast)
-model, losses = result.ema_model, result.losses
+# result.denoiser: the EMA network wrapped in the preconditioning, an eps-predictor for the samplers
+model, losses = result.denoiser, result.losses
 if result.seconds > 1.0:
-    print(f"trained the U-Net ({model.num_parameters()} parameters) in {result.seconds:.0f} s")
+    print(f"trained the U-Net ({result.ema_model.num_parameters()} parameters) in {result.seconds:.0f} s")
 
 glyphs = datasets.get_dataset("glyphs16")
 train_view = glyphs.sample(32, rng=backend.default_rng(0)).astype("float32")  # same seed as training data
@@ -94,31 +99,31 @@ plt.close(fig)
 # %% [markdown]
 # ## 2. samples: DDPM, DDIM, 5 steps
 #
-# Log-linear grid 80 -> 0.01, then 0. DDPM (gamma = 1, mu = 1/2) removes more noise than each step
+# Karras et al.'s grid (rho = 7) from 80 to 0.01, then 0. DDPM (gamma = 1, mu = 1/2) removes more noise than each step
 # needs and adds fresh noise back: x' = x - (s - s_p) eps_hat + sqrt(s'^2 - s_p^2) w, s_p = s'^2 / s.
 # DDIM (mu = 0) is the deterministic x' = x - (s - s') eps_hat. Same starting noise for all three.
 #
-# What to see (full mode): with DDPM most samples are recognisable digits in new poses, some are
-# hybrids or broken strokes (a 1500-step CPU training run is short). DDIM from the same noise leaves
-# speckled, half-formed glyphs in a few slots: the deterministic path freezes in the model's errors at
-# large sigma (it saw sigma > 10 in only ~1/4 of its training steps), while DDPM's fresh noise washes
-# them out. With 5 steps the glyphs are faint and blurry: each step jumps too far for the model's
-# one-call estimate to be right ("How diffusion models work": 5 steps don't look convincing).
+# What to see (full mode): DDPM and DDIM from the same noise both give recognisable digits in new poses,
+# some hybrids or broken strokes (a 1500-step CPU training run is short). An eps-predicting U-Net
+# trained on the schedule's grid (this demo's model before the EDM defaults) left about half of its
+# DDIM samples speckled: the deterministic path froze in its errors at large sigma, where
+# x0_hat = x - sigma eps_hat multiplies every eps error by sigma. The preconditioned network predicts a
+# unit-variance target at every sigma (docs/quality.md §3), and the glyph-FID table of docs/quality.md §5
+# measures the difference. With 5 steps the glyphs are rougher: each step jumps far
+# ("How diffusion models work": 5 steps don't look convincing).
 
 # %%
 n_show = 32
 z = backend.default_rng(1).standard_normal((n_show, 1, 16, 16), dtype="float32")
 many = 12 if args.fast else 40
-grid_many = np.concatenate([log_linear_sigmas(many, 0.01, 80.0), [0.0]])
-grid_few = np.concatenate([log_linear_sigmas(5, 0.01, 80.0), [0.0]])
+grid_many = result.schedule.sampling_sigmas(many, spacing="karras")  # 80 ... 0.01, then 0
+grid_few = result.schedule.sampling_sigmas(5, spacing="karras")
 x_ddpm = sample(model, grid_many, float(grid_many[0]) * z, method="ddpm", rng=3)
 x_ddim = sample(model, grid_many, float(grid_many[0]) * z, method="ddim")
 x_few = sample(model, grid_few, float(grid_few[0]) * z, method="ddpm", rng=3)
 fig, axes = plt.subplots(1, 3, figsize=(19, 3.9))
 show_grid(axes[0], x_ddpm, nrow=4, title=f"U-Net samples, DDPM {many} steps")
 show_grid(axes[1], x_ddim, nrow=4, title=f"same starting noise, DDIM {many} steps")
-axes[1].text(0.5, -0.04, "speckled glyphs: deterministic DDIM keeps the model's large-sigma errors; DDPM's "
-             "fresh noise washes them out", transform=axes[1].transAxes, ha="center", va="top", fontsize=8)
 show_grid(axes[2], x_few, nrow=4, title="same starting noise, DDPM 5 steps")
 fig.tight_layout()
 fig.savefig(os.path.join(args.out, "07_unet_samples.png"), dpi=100)

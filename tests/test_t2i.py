@@ -133,3 +133,21 @@ def test_cli_train_and_sample_with_a_prompt(tmp_path, capsys):
     assert main(["sample", "--checkpoint", ck, "--prompt", "bold comic R", "--steps", "2", "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "comic" in err and "vocabulary" in err and len(err.splitlines()) == 1
+
+
+def test_reproduce_text_glyphs_runs_the_four_stages(tmp_path):
+    """The shipped model's recipe, shrunk to a few steps per stage: it writes a sampling checkpoint whose
+    config is the shipped one but for the sizes of the run."""
+    from minidiff.t2i import load_text_model, reproduce_text_glyphs
+
+    out = reproduce_text_glyphs(str(tmp_path), stages=(2, 1, 1, 1), stage1_plan=3, n_train=8, batch_size=2,
+                                progress=False)
+    for k in (1, 2, 3, 4):
+        assert (tmp_path / f"stage{k}.npz").exists()
+    ck, shipped = load(out), load("text-glyphs")
+    assert ck.extra["step"] == 5 and ck.ema_state is None and ck.optimizer_state is None
+    differ = {k for k in shipped.config if shipped.config[k] != ck.config.get(k)}
+    assert differ == {"n_train", "steps", "checkpoint_every", "batch_size"}, differ
+    assert ck.model.config == shipped.model.config  # the same network
+    m = load_text_model(out)
+    assert m.sample_shape == (1, 24, 24)
