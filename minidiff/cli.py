@@ -279,6 +279,7 @@ def _load_for_sampling(path):
 
 def cmd_sample(args):
     from . import plotting
+    from .runs import IMAGE_SAMPLING
 
     if args.out is None and args.plot is None:
         raise UserError("give --out FILE.npz (the samples) and/or --plot FILE.png")
@@ -290,6 +291,13 @@ def cmd_sample(args):
                         f"{tuple(shape)}: write .npz or .npy")
     y = None
     text = getattr(model, "null_ids", None) is not None
+    # sampler and grid: the image defaults (docs/quality.md §5) for an image model on pixels, else the
+    # gradient-estimation sampler on the log-linear grid (points; text models, as t2i.generate)
+    images = len(shape) == 3 and not text and not cfg.latent
+    if args.sampler is None:
+        args.sampler = IMAGE_SAMPLING["sampler"] if images else "gradient_estimation"
+    if args.grid is None:
+        args.grid = IMAGE_SAMPLING["grid"] if images else "log_linear"
     if args.n is None:
         args.n = 16 if text else 1000
     if args.label is not None:
@@ -344,7 +352,7 @@ def cmd_sample(args):
                 os.remove(tmp)
         what = {".npz": "key 'x', ", ".npy": "", ".csv": "one point per row, "}[ext]
         wrote = f"; wrote {out} ({what}shape {x_host.shape})"
-    print(f"sampled {args.n} with {args.sampler} ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s{wrote}")
+    print(f"sampled {args.n} with {args.sampler} on the {args.grid} grid ({nfe} denoiser calls) in {time.perf_counter() - t0:.1f} s{wrote}")
     if plot:
         train = None
         if len(shape) == 1:  # points: show the training data under the samples
@@ -397,7 +405,7 @@ def cmd_info(args):
 def build_parser():
     from dataclasses import fields
 
-    from .runs import IMAGE_DEFAULTS, TrainConfig
+    from .runs import IMAGE_DEFAULTS, IMAGE_SAMPLING, TrainConfig
 
     # the built-in defaults, quoted in the help texts (read off the dataclass: no backend touched)
     D = argparse.Namespace(**{f.name: f.default for f in fields(TrainConfig)})
@@ -477,10 +485,13 @@ def build_parser():
                        description="Draw samples from a checkpoint written by `minidiff train`.")
     s.add_argument("--checkpoint", required=True,
                    help="a .npz written by `minidiff train`, or a shipped model's name: text-glyphs (required)")
-    s.add_argument("--sampler", choices=SAMPLERS, default="gradient_estimation",
-                   help="sampling method (default: gradient_estimation)")
+    s.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help=f"sampling method (default: gradient_estimation; {IMAGE_SAMPLING['sampler']} for an image "
+                        "model trained on pixels without text)")
     s.add_argument("--steps", type=pos, default=20, help="sampler steps (default: 20)")
-    s.add_argument("--grid", choices=GRIDS, default="log_linear", help="noise-level grid (default: log_linear)")
+    s.add_argument("--grid", choices=GRIDS, default=None,
+                   help=f"noise-level grid (default: log_linear; {IMAGE_SAMPLING['grid']} for an image model trained "
+                        "on pixels without text)")
     s.add_argument("--n", type=pos, default=None, help="samples to draw (default: 1000; 16 for a text model)")
     s.add_argument("--label", type=nonneg, default=None,
                    help="class label, for class-conditional checkpoints (default: none)")

@@ -88,3 +88,29 @@ def test_unet_on_glyphs_round_trip(tmp_path):
                  "--plot", str(tmp_path / "g.png")]) == 0
     x = np.load(out)["x"]
     assert x.shape == (4, 1, 16, 16) and np.all(np.isfinite(x))
+
+
+def test_image_defaults_for_pixel_unet_runs(tmp_path, capsys):
+    """`train --model unet` on pixels uses runs.IMAGE_DEFAULTS (EDM preconditioning, log-normal sigmas, batch
+    64) unless an option overrides one; `sample` then uses the image sampling defaults; a text run keeps eps."""
+    from minidiff.nn import load
+    from minidiff.runs import IMAGE_DEFAULTS, IMAGE_SAMPLING
+
+    ck = tmp_path / "u.npz"
+    assert main(["train", "--dataset", "glyphs16", "--model", "unet", "--steps", "2", "--n-train", "8",
+                 "--base-channels", "8", "--out", str(ck), "--quiet"]) == 0
+    cfg = load(ck).config
+    assert {k: cfg[k] for k in IMAGE_DEFAULTS if k != "steps"} == {k: v for k, v in IMAGE_DEFAULTS.items() if k != "steps"}
+    assert cfg["steps"] == 2  # the option wins
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(ck), "--n", "2", "--steps", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    assert f"with {IMAGE_SAMPLING['sampler']} on the {IMAGE_SAMPLING['grid']} grid" in capsys.readouterr().out
+    assert main(["train", "--dataset", "glyphs16", "--model", "unet", "--steps", "2", "--n-train", "8",
+                 "--base-channels", "8", "--parametrization", "eps", "--sigma-distribution", "schedule",
+                 "--out", str(ck), "--quiet"]) == 0
+    assert load(ck).config["parametrization"] == "eps"
+    t = tmp_path / "t.npz"
+    assert main(["train", "--dataset", "captioned_glyphs", "--model", "unet", "--conditional", "--steps", "1",
+                 "--n-train", "4", "--batch-size", "2", "--base-channels", "8", "--channel-mult", "1",
+                 "--text-dim", "8", "--text-depth", "1", "--out", str(t), "--quiet"]) == 0
+    assert load(t).config["parametrization"] == "eps" and load(t).config["sigma_distribution"] == "schedule"
