@@ -380,7 +380,7 @@ def reproduce_text_glyphs(workdir, out=None, stages=(1800, 1200, 2400, 4000), st
        ``stages[0]``-step checkpoint;
     2. - 4. ``stages[1:]`` more steps each from the previous stage's raw weights with
        :func:`minidiff.training.train` (fresh Adam moments, peak lr 1e-3, warm-up 50, cosine to 1e-5,
-       EMA decay 0.995, Min-SNR weighting, caption dropout 0.1, seeds 1, 2, 3), on the same 30000
+       EMA decay 0.995, Min-SNR weighting, caption dropout 0.1, random seeds 1, 2, 3), on the same 30000
        captioned images.
 
     About 9400 steps at ~0.55 s each on one core of an idle 2-core machine: ~1.5 hours. BLAS thread
