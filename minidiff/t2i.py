@@ -391,6 +391,11 @@ def reproduce_text_glyphs(workdir, out=None, stages=(1800, 1200, 2400, 4000), st
     from .runs import TrainConfig, fit, make_schedule
     from .training import train
 
+    if isinstance(stages, (str, bytes)) or not hasattr(stages, "__len__") or len(stages) < 1:
+        raise TypeError(f"stages must be a sequence of step counts, the first for the CLI stage; got {stages!r}")
+    stages = [check_positive_int(k, "stages entry") for k in stages]
+    stage1_plan = check_positive_int(stage1_plan, "stage1_plan", minimum=stages[0])
+    n_train, batch_size = check_positive_int(n_train, "n_train"), check_positive_int(batch_size, "batch_size")
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, "text-glyphs.npz") if out is None else out
     first = stages[0]
