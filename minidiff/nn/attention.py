@@ -9,7 +9,8 @@ computed per head h on ``Q_h = X W_q[:, h]``, ``K_h = C W_k[:, h]``, ``V_h = C W
 ``d = dim / num_heads``), the heads concatenated and projected by ``W_o`` (Vaswani et al. 2017, Sec. 3.2.2,
 multi-head attention). ``C = X`` for self-attention; ``C`` is the text embedding for cross-attention.
 
-All heads of all samples are one batched GEMM over a (B, heads) batch axis: no Python loop over heads.
+All heads of all samples are batched GEMMs over a (B, heads) batch axis; on the CPU the heads are taken
+in blocks of about 1 MB of logits, so that the softmax passes run in cache (docs/performance.md §7).
 The derivation of the forward and backward passes is in docs/attention.md §1-§4; the block is §5.
 
 Layout: sequences are ``(B, L, dim)`` (tokens on the middle axis, features last), so ``Linear`` acts on
@@ -113,33 +114,56 @@ class MultiHeadAttention(Module):
         q *= scale  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
         k = self._heads(self.to_k(c))  # (B*h, S, d)
         v = self._heads(self.to_v(c))  # (B*h, S, d)
-        s = q @ k.transpose(0, 2, 1)  # (B*h, L, d) @ (B*h, d, S) -> (B*h, L, S)
-        s4 = s.reshape(B, self.num_heads, L, S)  # a view
-        if keep is not None:
-            s4 += xp.where(keep, 0.0, -xp.inf).astype(x.dtype)[:, None, None, :]  # (B, S) -> (B, 1, 1, S)
-        s -= s.max(axis=-1, keepdims=True)  # stable softmax: every row's largest logit becomes 0
-        xp.maximum(s, _LOGIT_FLOOR, out=s)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
-        p = xp.exp(s, out=s)
-        if keep is not None:
-            p.reshape(B, self.num_heads, L, S)[...] *= keep[:, None, None, :]  # masked keys: weight exactly 0
-        p /= p.sum(axis=-1, keepdims=True)  # each row of P sums to 1 (the row max contributes exp(0) = 1)
-        o = p @ v  # (B*h, L, S) @ (B*h, S, d) -> (B*h, L, d)
+        BH = B * self.num_heads
+        p = xp.empty((BH, L, S), dtype=q.dtype)  # the attention weights P, kept for backward
+        o = xp.empty_like(q)  # (B*h, L, d)
+        bias = keepf = None
+        if keep is not None:  # per (sample, head) row: 0 / -inf logit bias, and 1 / 0 weights
+            keep_bh = xp.repeat(keep, self.num_heads, axis=0)[:, None, :]  # (B, S) -> (B*h, 1, S)
+            bias = xp.where(keep_bh, 0.0, -xp.inf).astype(x.dtype)
+            keepf = keep_bh.astype(x.dtype)
+        for i in range(0, BH, self._chunk(xp, L, S)):  # a block of heads at a time: its S stays in cache
+            j = slice(i, i + self._chunk(xp, L, S))
+            s = xp.matmul(q[j], k[j].transpose(0, 2, 1), out=p[j])  # (c, L, d) @ (c, d, S) -> (c, L, S)
+            if bias is not None:
+                s += bias[j]
+            s -= s.max(axis=-1, keepdims=True)  # stable softmax: every row's largest logit becomes 0
+            xp.maximum(s, _LOGIT_FLOOR, out=s)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
+            xp.exp(s, out=s)
+            if keepf is not None:
+                s *= keepf[j]  # masked keys: weight exactly 0
+            s *= 1.0 / s.sum(axis=-1, keepdims=True)  # each row of P sums to 1 (the row max gives exp(0) = 1)
+            xp.matmul(s, v[j], out=o[j])  # (c, L, S) @ (c, S, d) -> (c, L, d)
         self._cache = (q, k, v, p, o, B, context is None)
         return self.to_out(self._merge(o, B))
+
+    @staticmethod
+    def _chunk(xp, L, S):
+        """Heads per block: on the CPU about 1 MB of logits, so the five softmax passes over a block run
+        in cache rather than main memory (docs/performance.md §7); on a GPU all heads at once."""
+        if getattr(xp, "__name__", "") != "numpy":
+            return 1 << 62
+        return max(1, (1 << 20) // (4 * L * S))
 
     def backward(self, dy):
         """``dy (B, L, dim)`` -> ``dx``, or ``(dx, dcontext)`` when forward was given a context."""
         q, k, v, p, o, B, is_self = self._cache
+        xp = backend.get_xp(q)
         scale = 1.0 / math.sqrt(self.head_dim)
         do = self._heads(self.to_out.backward(dy))  # (B, L, dim) -> (B*h, L, d)
-        dv = p.transpose(0, 2, 1) @ do  # (B*h, S, L) @ (B*h, L, d) -> (B*h, S, d)
-        dp = do @ v.transpose(0, 2, 1)  # (B*h, L, d) @ (B*h, d, S) -> (B*h, L, S)
-        row = (do * o).sum(axis=-1, keepdims=True)  # sum_j dP_ij P_ij = dO_i . O_i: (B*h, L, 1)
-        dp -= row
-        dp *= p  # dS = P * (dP - rowsum(dP * P))
-        dq = dp @ k  # (B*h, L, S) @ (B*h, S, d) -> (B*h, L, d); gradient w.r.t. the scaled Q
+        dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+        BH, L, S = p.shape
+        c = self._chunk(xp, L, S)
+        for i in range(0, BH, c):  # per block of heads, as in forward
+            j = slice(i, i + c)
+            pj = p[j]
+            xp.matmul(pj.transpose(0, 2, 1), do[j], out=dv[j])  # dV = P^T dO: (c, S, L) @ (c, L, d)
+            dp = do[j] @ v[j].transpose(0, 2, 1)  # dP = dO V^T: (c, L, d) @ (c, d, S) -> (c, L, S)
+            dp -= (do[j] * o[j]).sum(axis=-1, keepdims=True)  # sum_j dP_ij P_ij = dO_i . O_i: (c, L, 1)
+            dp *= pj  # dS = P * (dP - rowsum(dP * P))
+            xp.matmul(dp, k[j], out=dq[j])  # dQ (scaled Q): (c, L, S) @ (c, S, d)
+            xp.matmul(dp.transpose(0, 2, 1), q[j], out=dk[j])  # dK = dS^T (Q / sqrt(d)): q already scaled
         dq *= scale
-        dk = dp.transpose(0, 2, 1) @ q  # (B*h, S, L) @ (B*h, L, d) -> (B*h, S, d); q already scaled
         dx = self.to_q.backward(self._merge(dq, B))
         dc = self.to_k.backward(self._merge(dk, B))
         dc += self.to_v.backward(self._merge(dv, B))
