@@ -103,8 +103,11 @@ plt.close(fig)
 # is then trained exactly as on pixels. A 7 x 7 latent has one resolution, so the U-Net has no down-sampling.
 cfg = TrainConfig(dataset="glyphs28", n_train=256 if fast else 3000, model="unet", base_channels=8 if fast else 32,
                   channel_mult=(1,), latent=ae_path, steps=5 if fast else 800, batch_size=8 if fast else 64,
-                  warmup_steps=2 if fast else 50, sigma_min=0.01, sigma_max=80.0, seed=0)
-ldm = fit(cfg, checkpoint_path=os.path.join(args.out, f"10_ldm_c{cfg.base_channels}_steps{cfg.steps}.npz"),
+                  warmup_steps=2 if fast else 50, sigma_min=0.01, sigma_max=80.0, seed=0,
+                  # the EDM preconditioning of the image defaults (docs/quality.md §5), with sigma_data = 1:
+                  # the scaled latents have unit variance
+                  parametrization="edm", sigma_distribution="lognormal", sigma_data=1.0)
+ldm = fit(cfg, checkpoint_path=os.path.join(args.out, f"10_ldm_edm_c{cfg.base_channels}_steps{cfg.steps}.npz"),
           resume=True, progress=not fast)
 print(f"latent denoiser: {ldm.model.num_parameters()} parameters, latent scale {ldm.config.latent_scale:.3f} "
       f"(shift {ldm.config.latent_shift:+.3f}), training latents' variance {float(ldm.data.var()):.3f}")

@@ -47,10 +47,12 @@ fast = args.fast
 # The training glyphs (16 x 16) averaged over 2 x 2 blocks; an ordinary U-Net diffusion model learns them.
 data16, _ = load_data("glyphs16", 256 if fast else 4000, seed=0)
 data8 = downsample_mean(data16, 2)
-base_cfg = TrainConfig(dataset="glyphs16 averaged to 8x8", n_train=len(data8), model="unet",
-                       base_channels=8 if fast else 16, channel_mult=(1, 2), steps=5 if fast else 600,
-                       batch_size=8 if fast else 64, warmup_steps=2 if fast else 50, sigma_min=0.01, sigma_max=80.0)
-base = fit(base_cfg, data=data8, checkpoint_path=os.path.join(args.out, f"12_base_steps{base_cfg.steps}.npz"),
+# TrainConfig.for_images: the image defaults (EDM preconditioning, log-normal sigmas; docs/quality.md §5)
+base_cfg = TrainConfig.for_images(dataset="glyphs16 averaged to 8x8", n_train=len(data8),
+                                  base_channels=8 if fast else 16, channel_mult=(1, 2), steps=5 if fast else 600,
+                                  batch_size=8 if fast else 64, warmup_steps=2 if fast else 50, sigma_min=0.01,
+                                  sigma_max=80.0)
+base = fit(base_cfg, data=data8, checkpoint_path=os.path.join(args.out, f"12_base_edm_steps{base_cfg.steps}.npz"),
            resume=True, progress=not fast)
 
 # %% [markdown]
