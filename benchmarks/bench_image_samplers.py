@@ -88,7 +88,11 @@ def main():
     ap.add_argument("--models", nargs="+", default=["eps", "edm"], choices=["eps", "edm"])
     ap.add_argument("--cache", default=os.path.join("benchmarks", ".cache"))
     ap.add_argument("--out", default=None, help="also write the results as JSON")
+    ap.add_argument("--table", default=None, metavar="JSON",
+                    help="only print the compact README table of a finished run's JSON, and exit")
     args = ap.parse_args()
+    if args.table:
+        return compact_table(args.table)
     os.makedirs(args.cache, exist_ok=True)
     if args.jobs > 1 and len(args.models) > 1:
         return run_parallel(args)
@@ -203,6 +207,32 @@ def run_parallel(args):
     floor_m, floor_se = summarise(merged["floor"])
     print_table([tuple(r) for r in merged["rows"]], floor_m, floor_se, args)
     print(f"\ntotal {merged['seconds']:.0f} s (two processes); load {os.getloadavg()[0]:.1f}")
+
+
+def compact_table(path):
+    """The README's table: one row per (model, sampler), one column per NFE, cells "FID +- SE / bad %"."""
+    with open(path) as f:
+        res = json.load(f)
+    floor_m, floor_se = summarise(res["floor"])
+    rows = [tuple(r) for r in res["rows"]]
+    nfes = sorted({r[2] for r in rows})
+    print(f"floor (real vs real, n = {res['args']['n']}): {floor_m:.2f} +- {floor_se:.2f}; "
+          f"{res['seconds']:.0f} s in all\n")
+    print("| model | sampler | " + " | ".join(f"NFE {k}" for k in nfes) + " |")
+    print("|---|---|" + "---|" * len(nfes))
+    order = {m: i for i, m in enumerate(list(METHODS) + ["GE best gamma"])}
+    keys = sorted({(r[0], r[1].split(" (")[0]) for r in rows}, key=lambda k: (k[0], order.get(k[1], 99)))
+    for model, sampler in keys:
+        cells = []
+        for k in nfes:
+            r = [r for r in rows if r[0] == model and r[1].split(" (")[0] == sampler and r[2] == k]
+            if not r:
+                cells.append("")
+                continue
+            r = r[0]
+            best = f" ({r[1].split(' (')[1].rstrip(')').replace('GE ', '')})" if r[1].startswith("GE best") else ""
+            cells.append(f"{r[4]:.3g} +- {r[5]:.2g} / {r[8]:.0f}{best}")
+        print(f"| {model} | {sampler} | " + " | ".join(cells) + " |")
 
 
 def strip(argv, names):
