@@ -12,8 +12,8 @@ Writes into DIR (default ``minidiff-out/demos``):
 - ``10_cost.png``: measured seconds per training step and per sample, pixel space against latent space, for
   the same denoiser architecture.
 
-Runtime on 2 CPU cores: full ~17 minutes measured on a very busy machine (load 12-17: VAE 500 steps in 4 min,
-latent U-Net 800 steps), both cached in DIR so a second run takes ~1 min (delete ``10_*.npz`` to retrain). --fast: a few seconds with
+Runtime on 2 CPU cores: full 56 s on an idle machine (VAE 500 steps in 17 s, latent U-Net 800 steps in 30 s;
+~17 minutes on a very busy machine at load 12-17), both cached in DIR (delete ``10_*.npz`` to retrain). --fast: a few seconds with
 tiny models trained for a handful of steps (figures are produced, samples are noise).
 """
 # %% [markdown]
@@ -118,9 +118,9 @@ print(f"latent denoiser: {ldm.model.num_parameters()} parameters, latent scale {
 # N(0, I) (with a small beta the posteriors are narrow and the aggregate of the latent means is not Gaussian),
 # so decoded prior draws are faint scribbles. The latent diffusion model instead samples from the distribution
 # of the latents themselves. Left: prior draws; right: latent diffusion (DDPM, 30 steps). In the full run
-# (800 training steps on a busy CPU) the latent samples are thick, partly formed digits -- far closer to the
-# data than the prior's scribbles, still short of the crisp reconstructions of section 1: the denoiser, not
-# the decoder, is the bottleneck; more training steps improve it.
+# (800 training steps with the EDM preconditioning) most latent samples are recognisable, somewhat blurry
+# digits, a few are malformed -- far closer to the data than the prior's scribbles, still short of the
+# crisp reconstructions of section 1: the denoiser, not the decoder, is the bottleneck; more training helps.
 n_show = 24
 latent_shape = ae.latent_shape((1, 28, 28))
 rng = backend.default_rng(7)
