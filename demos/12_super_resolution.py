@@ -8,8 +8,8 @@ Writes into DIR (default ``minidiff-out/demos``):
   super-resolution samples for each.
 - ``12_held_out.png``: real 16x16 glyphs, their 8x8 versions, bilinear upsampling and super-resolution.
 
-Runtime on 2 CPU cores: full ~17 minutes measured on a very busy machine (load 12-17; base U-Net 600 steps,
-super-resolution U-Net 600 steps), both cached in DIR (``12_*.npz``; delete them to retrain). --fast: a few seconds, tiny
+Runtime on 2 CPU cores: full 49 s on an idle machine (~17 minutes on a very busy one at load 12-17; base U-Net
+600 steps, super-resolution U-Net 600 steps), both cached in DIR (``12_*.npz``; delete them to retrain). --fast: a few seconds, tiny
 models trained for a handful of steps (figures produced, samples are noise).
 """
 # %% [markdown]
@@ -79,7 +79,7 @@ print(f"base U-Net {base.model.num_parameters()} parameters; super-resolution U-
 # ## 3. The cascade
 # Top: 8 base samples (8 x 8). Then two ways to enlarge them without a model (nearest neighbour, bilinear):
 # blocky or blurry. Below: three super-resolution samples for each low-resolution sample. In the full run
-# (600 training steps per stage on a busy CPU) they have thin, sharp strokes that neither upsampling has, and
+# (600 training steps per stage; the base model with the EDM image defaults) they have thin, sharp strokes that neither upsampling has, and
 # they follow the low-resolution image loosely: the three differ in the details the 8 x 8 image leaves open,
 # and a few lose a stroke or gain speckle -- a longer training run tightens them.
 n = 8
