@@ -15,8 +15,8 @@ Writes into DIR (default ``minidiff-out/demos``):
   (``samplers.denoise_once``: x0_hat = x - sigma eps_hat) vs many DDIM steps from that sigma.
 - ``07_unet_loss.png``: the training loss.
 
-Runtime on 2 CPU cores: full ~5 minutes on an idle machine (4.5 of them training: 1500 Adam steps
-of batch 64 on a 16-channel, 92k-parameter U-Net at ~0.18 s each; ~10 minutes on a busy machine);
+Runtime on 2 CPU cores: full 166 s on an idle machine (most of it training: 1500 Adam steps of batch 64
+on a 16-channel, 92k-parameter U-Net; ~10 minutes on a busy machine);
 the trained model is cached in DIR as ``glyph_unet_*.npz`` so a second run only samples (~20 s) --
 delete it to retrain. --fast ~6 s with an 8-channel U-Net trained for 10 steps: the figures are
 produced but the "samples" are noise.
