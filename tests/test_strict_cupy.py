@@ -181,3 +181,14 @@ def test_as_strided_is_a_device_view(cp):
     assert float(v[0, 1]) == 7.0
     with pytest.raises(TypeError, match="Unsupported type"):
         cp.lib.stride_tricks.as_strided(np.zeros(3), (3,), (8,))
+
+
+def test_linalg_results_are_device_arrays(cp):
+    """NumPy's linalg returns named tuples (EighResult, ...); CuPy returns plain tuples of device arrays.
+    The stand-in must too, or a device path through eigh meets host arrays (found by demo 13 under it)."""
+    a = cp.asarray(np.array([[2.0, 1.0], [1.0, 3.0]]))
+    w, V = cp.linalg.eigh(a)
+    assert isinstance(w, cp.ndarray) and isinstance(V, cp.ndarray)
+    assert isinstance(cp.maximum(w, 0.0), cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy((V * w) @ V.T), [[2.0, 1.0], [1.0, 3.0]], atol=1e-12)
+    assert isinstance(cp.linalg.eigvalsh(a), cp.ndarray)

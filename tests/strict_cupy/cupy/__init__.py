@@ -107,6 +107,8 @@ def _wrap(r):
         return out
     if t is list or t is tuple:
         return t([_wrap(e) for e in r])
+    if isinstance(r, tuple):  # NumPy's named results (linalg.eigh's EighResult, ...): CuPy returns a plain tuple
+        return tuple(_wrap(e) for e in r)
     if isinstance(r, _np.ndarray):
         out = object.__new__(ndarray)
         out._a = r
