@@ -183,7 +183,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .runs import IMAGE_DEFAULTS, TrainConfig, fit, load_data
+    from .runs import IMAGE_DEFAULTS, TrainConfig, fit, is_text_run, load_data
 
     out = _out_file(args.out, "--out", (".npz",))  # checked (folder created) before any training
     if args.model == "vae":
@@ -200,7 +200,7 @@ def cmd_train(args):
                                    "patch_size": args.patch_size,
                                    "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay,
                                    "loss_weighting": args.loss_weighting}.items() if v is not None}
-    text = args.conditional and args.dataset.startswith("captioned_glyphs")
+    text = is_text_run(args.conditional, args.dataset)
     if args.model in ("unet", "dit"):
         overrides.setdefault("batch_size", 64)  # images: 64 per step (512 points suits the MLP)
         if not (args.latent or text):  # pixel-space image defaults: EDM preconditioning (docs/quality.md §5)
@@ -245,7 +245,7 @@ def _train_vae(args):
 
 
 def _load_for_sampling(path):
-    from .nn import EMA, load
+    from .nn import load
     from .nn.checkpoint import resolve
     from .runs import TrainConfig, make_denoiser, make_schedule
 
@@ -261,12 +261,7 @@ def _load_for_sampling(path):
             "MLPDenoiser", "UNetDenoiser", "DiTDenoiser", "TextConditionedDenoiser"):
         raise UserError(f"checkpoint {path!r} was not written by `minidiff train` (it has no training "
                         f"config); `minidiff sample` needs one")
-    model = ck.model
-    if ck.ema_state is not None:  # sample with the EMA weights, as training intended
-        ema = EMA(model)
-        ema.load_state_dict(ck.ema_state)
-        ema.copy_to(model)
-    model.eval()
+    model = ck.sampling_model()  # the EMA weights, as training intended
     try:
         cfg = TrainConfig.from_dict(dict(ck.config))
     except (TypeError, ValueError) as exc:

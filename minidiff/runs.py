@@ -24,7 +24,7 @@ from .schedules import Schedule
 from .nn.checkpoint import NonFiniteCheckpointError
 from .training import NonFiniteLossError, _diverged, train
 
-__all__ = ["IMAGE_DEFAULTS", "IMAGE_SAMPLING", "TrainConfig", "TrainResult", "fit", "make_model", "make_schedule", "load_data", "config_dict",
+__all__ = ["IMAGE_DEFAULTS", "IMAGE_SAMPLING", "TrainConfig", "TrainResult", "fit", "is_text_run", "make_model", "make_schedule", "load_data", "config_dict",
            "restore_run", "save_run", "make_denoiser"]
 
 
@@ -201,8 +201,14 @@ def load_data(name_or_path: str, n: int, seed: int, conditional: bool = False):
     return ds.sample(n, rng), None
 
 
-def make_model(cfg: TrainConfig, data, num_classes=None):
-    """Build the model ``cfg`` names for data of this shape (checks model/data pairing)."""
+def is_text_run(conditional: bool, dataset: str) -> bool:
+    """A text-to-image run: conditional training on a captioned data set (docs/attention.md §8)."""
+    return bool(conditional) and dataset.startswith("captioned_glyphs")
+
+
+def make_model(cfg: TrainConfig, data, num_classes=None, context_dim=None):
+    """Build the model ``cfg`` names for data of this shape (checks model/data pairing); ``context_dim``
+    gives a DiT cross-attention to a text context of that width."""
     if cfg.model == "mlp":
         if data.ndim != 2:
             raise ValueError(f"model 'mlp' needs points of shape (N, D); the data has shape "
@@ -219,7 +225,7 @@ def make_model(cfg: TrainConfig, data, num_classes=None):
         p = cfg.patch_size or (2 if H % 2 == 0 else 1)
         return build_model("DiTDenoiser", channels=C, image_size=H, patch_size=p, dim=cfg.dit_dim,
                            depth=cfg.dit_depth, num_heads=cfg.dit_heads, num_classes=num_classes,
-                           dtype=cfg.dtype, seed=cfg.seed)
+                           context_dim=context_dim, dtype=cfg.dtype, seed=cfg.seed)
     return build_model("UNetDenoiser", channels=int(data.shape[1]), base_channels=cfg.base_channels,
                        channel_mult=list(cfg.channel_mult), num_classes=num_classes, dtype=cfg.dtype,
                        seed=cfg.seed)
@@ -247,7 +253,7 @@ def fit(config: TrainConfig | None = None, *, checkpoint_path=None, progress: bo
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
     cfg = config or TrainConfig()
-    text = cfg.conditional and cfg.dataset.startswith("captioned_glyphs")  # text-to-image (docs/attention.md §8)
+    text = is_text_run(cfg.conditional, cfg.dataset)
     if data is not None:
         data = check_array(data, "data", min_size=1)  # float32/float64, finite
     if data is None:

@@ -172,13 +172,9 @@ def make_text_model(cfg, data, tokenizer=None):
     enc = TextEncoder(tok.vocab_size, tok.max_length, dim=cfg.text_dim, depth=cfg.text_depth,
                       num_heads=cfg.num_heads, dtype=cfg.dtype, seed=cfg.seed + 1)
     if cfg.model == "dit":  # every DiT block cross-attends to the prompt (docs/latent.md §3)
-        C, H, W = (int(k) for k in data.shape[1:])
-        if H != W:
-            raise ValueError(f"model 'dit' needs square images; the data is {H}x{W}")
-        dit = build_model("DiTDenoiser", channels=C, image_size=H, patch_size=cfg.patch_size or (2 if H % 2 == 0 else 1),
-                          dim=cfg.dit_dim, depth=cfg.dit_depth, num_heads=cfg.dit_heads, context_dim=cfg.text_dim,
-                          dtype=cfg.dtype, seed=cfg.seed)
-        return TextConditionedDenoiser(tok, enc, dit)
+        from .runs import make_model
+
+        return TextConditionedDenoiser(tok, enc, make_model(cfg, data, context_dim=cfg.text_dim))
     if cfg.model != "unet":
         raise ValueError(f"a text-conditioned model is a 'unet' or a 'dit'; got model {cfg.model!r}")
     res = cfg.attention_resolutions or tuple(2 ** l for l in range(1, len(cfg.channel_mult))) or (1,)
@@ -202,19 +198,14 @@ def load_text_data(name, n, seed):
 def load_text_model(name_or_path="text-glyphs"):
     """A text-to-image checkpoint, by path or by the shipped name ``"text-glyphs"``, with its EMA weights
     (when stored) and, as attributes, its training ``schedule`` and ``sample_shape`` (C, H, W)."""
-    from .nn import EMA, load
+    from .nn import load
     from .nn.checkpoint import resolve
     from .runs import TrainConfig, make_schedule
 
     ck = load(name_or_path)
-    model = ck.model
-    if not isinstance(model, TextConditionedDenoiser):
-        raise ValueError(f"{name_or_path!r} holds a {type(model).__name__}, not a TextConditionedDenoiser")
-    if ck.ema_state is not None:
-        ema = EMA(model)
-        ema.load_state_dict(ck.ema_state)
-        ema.copy_to(model)
-    model.eval()
+    if not isinstance(ck.model, TextConditionedDenoiser):
+        raise ValueError(f"{name_or_path!r} holds a {type(ck.model).__name__}, not a TextConditionedDenoiser")
+    model = ck.sampling_model()
     cfg = TrainConfig.from_dict(dict(ck.config or {}))
     model.schedule = make_schedule(cfg)
     model.sample_shape = tuple(int(k) for k in (ck.extra or {}).get("data_shape", (1, 24, 24)))
@@ -350,19 +341,16 @@ def adherence_prompt_sets(seed: int = 0):
     return sets
 
 
-def export_for_shipping(src, dst):
+def export_for_shipping(src, dst, config=None, extra=None):
     """Write the EMA weights of training checkpoint ``src`` to ``dst`` as a sampling-only checkpoint
     (no optimizer state, no separate EMA copy: a third of the size), keeping the training config, the
-    data shape, the step and the loss history."""
-    from .nn import EMA, load, save
+    data shape, the step and the loss history; ``config``/``extra`` replace the stored ones when given."""
+    from .nn import load, save
 
     ck = load(src)
-    model = ck.model
-    if ck.ema_state is not None:
-        ema = EMA(model)
-        ema.load_state_dict(ck.ema_state)
-        ema.copy_to(model)
-    save(dst, model, config=ck.config, extra=dict(ck.extra or {}, exported_from_step=(ck.extra or {}).get("step")))
+    if extra is None:
+        extra = dict(ck.extra or {}, exported_from_step=(ck.extra or {}).get("step"))
+    save(dst, ck.sampling_model(), config=ck.config if config is None else config, extra=extra)
     return dst
 
 
@@ -423,15 +411,7 @@ def reproduce_text_glyphs(workdir, out=None, stages=(1800, 1200, 2400, 4000), st
                        seed=k - 1, checkpoint_path=path, checkpoint_every=200):
             if progress and m["step"] % 200 == 0:
                 print(f"stage {k}: step {m['step']}/{steps}, loss {m['loss']:.4f}", flush=True)
-    ck, first_ck = load(path), load(os.path.join(workdir, "stage1.npz"))
-    from .nn import EMA, save
-
-    model = ck.model
-    if ck.ema_state is not None:
-        ema = EMA(model)
-        ema.load_state_dict(ck.ema_state)
-        ema.copy_to(model)
-    save(out, model, config=first_ck.config,
-         extra={"step": sum(stages), "data_shape": first_ck.extra["data_shape"],
-                "stages": f"reproduce_text_glyphs(stages={tuple(stages)}, stage1_plan={stage1_plan})"})
-    return out
+    first_ck = load(os.path.join(workdir, "stage1.npz"))
+    return export_for_shipping(path, out, config=first_ck.config, extra={
+        "step": sum(stages), "data_shape": first_ck.extra["data_shape"],
+        "stages": f"reproduce_text_glyphs(stages={tuple(stages)}, stage1_plan={stage1_plan})"})

@@ -217,3 +217,23 @@ def test_save_rejects_wrong_argument_types(tmp_path):
     with pytest.raises(ValueError, match="directory"):
         save(tmp_path, model)
     assert os.listdir(tmp_path) == []
+
+
+def test_sampling_model_holds_the_ema_weights(tmp_path):
+    """``Checkpoint.sampling_model()``: the stored EMA weights (not the raw ones) in eval mode; the raw
+    weights when no EMA was stored."""
+    model = MLPDenoiser(2, hidden=[8], seed=0)
+    opt, ema = trained(model)
+    path = str(tmp_path / "m.npz")
+    save(path, model, optimizer=opt, ema=ema)
+    want = MLPDenoiser(2, hidden=[8], seed=0)
+    want.load_state_dict(model.state_dict())
+    ema.copy_to(want)
+    got = load(path).sampling_model()
+    assert not got.training
+    for (_, a), (_, b), (_, raw) in zip(got.named_parameters(), want.named_parameters(), model.named_parameters()):
+        np.testing.assert_array_equal(H(a.data), H(b.data))
+        assert not np.array_equal(H(a.data), H(raw.data))  # three Adam steps moved the raw weights away
+    save(path, model)
+    for (_, a), (_, raw) in zip(load(path).sampling_model().named_parameters(), model.named_parameters()):
+        np.testing.assert_array_equal(H(a.data), H(raw.data))

@@ -122,8 +122,9 @@ class MultiHeadAttention(Module):
             keep_bh = xp.repeat(keep, self.num_heads, axis=0)[:, None, :]  # (B, S) -> (B*h, 1, S)
             bias = xp.where(keep_bh, 0.0, -xp.inf).astype(x.dtype)
             keepf = keep_bh.astype(x.dtype)
-        for i in range(0, BH, self._chunk(xp, L, S)):  # a block of heads at a time: its S stays in cache
-            j = slice(i, i + self._chunk(xp, L, S))
+        c = self._chunk(xp, L, S)
+        for i in range(0, BH, c):  # a block of heads at a time: its S stays in cache
+            j = slice(i, i + c)
             s = xp.matmul(q[j], k[j].transpose(0, 2, 1), out=p[j])  # (c, L, d) @ (c, d, S) -> (c, L, S)
             if bias is not None:
                 s += bias[j]

@@ -66,6 +66,15 @@ class Checkpoint:
     model_class: str
     model_config: dict
 
+    def sampling_model(self) -> Module:
+        """``model`` with the stored EMA weights copied in (the weights training meant for sampling; the
+        raw weights when no EMA was stored), in eval mode."""
+        if self.ema_state is not None:
+            ema = EMA(self.model)
+            ema.load_state_dict(self.ema_state)
+            ema.copy_to(self.model)
+        return self.model.eval()
+
 
 def _jsonable(obj, name):
     if obj is None:
