@@ -179,11 +179,10 @@ def main():
 def run_parallel(args):
     """One child process per model (one BLAS thread each), then the merged table."""
     t0 = time.perf_counter()
-    argv = [a for a in sys.argv[1:]]
     children, parts = [], {}
     for name in args.models:
         parts[name] = os.path.join(args.cache, f"part-{name}.json")
-        cmd = [sys.executable, os.path.abspath(__file__), *strip(argv, ("--models", "--out", "--jobs")),
+        cmd = [sys.executable, os.path.abspath(__file__), *strip(sys.argv[1:], ("--models", "--out", "--jobs")),
                "--models", name, "--out", parts[name], "--jobs", "1"]
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         children.append(subprocess.Popen(cmd, env=env))

@@ -17,6 +17,7 @@ import argparse
 import os
 
 from _timing import gemm_gflops, interleaved, print_table, torch_or_none  # noqa: E402  (benchmarks/_timing.py)
+from bench_unet import torch_resblock  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -55,17 +56,7 @@ def torch_text_unet(torch, cfg, vocab, max_length, freqs):
                 x = x + self.a2(self.n2(x), c, c_mask)
             return x + self.f2(F.gelu(self.f1(self.n3(x)), approximate="tanh"))
 
-    class Res(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.gn1, self.conv1 = nn.GroupNorm(G, cin), nn.Conv2d(cin, cout, 3, padding=1)
-            self.proj = nn.Linear(E, cout)
-            self.gn2, self.conv2 = nn.GroupNorm(G, cout), nn.Conv2d(cout, cout, 3, padding=1)
-            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-        def forward(self, x, e):
-            h = self.conv1(F.silu(self.gn1(x))) + self.proj(e)[:, :, None, None]
-            return self.skip(x) + self.conv2(F.silu(self.gn2(h)))
+    Res = torch_resblock(torch, G, E)  # the ResBlock mirror of bench_unet.py
 
     base = cfg["base_channels"]
     widths = [base * m for m in cfg["channel_mult"]]

@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 from minidiff.nn import Adam, UNetDenoiser, layers  # noqa: E402
 
 
-def torch_unet(torch, channels, base, mult, groups, emb_dim, freqs):
+def torch_resblock(torch, groups, emb_dim):
+    """The PyTorch mirror of minidiff's ResBlock, as a class ``Block(cin, cout)``; ``forward(x, e)``."""
     nn = torch.nn
 
     class Block(nn.Module):
@@ -36,6 +37,12 @@ def torch_unet(torch, channels, base, mult, groups, emb_dim, freqs):
             h = self.conv1(nn.functional.silu(self.gn1(x))) + self.proj(e)[:, :, None, None]
             return self.skip(x) + self.conv2(nn.functional.silu(self.gn2(h)))
 
+    return Block
+
+
+def torch_unet(torch, channels, base, mult, groups, emb_dim, freqs):
+    nn = torch.nn
+    Block = torch_resblock(torch, groups, emb_dim)
     widths = [base * m for m in mult]
     L = len(widths)
 

@@ -38,7 +38,7 @@ import numpy  # host code: glyph rendering and caption strings
 
 from . import backend
 from ._validate import check_positive_int
-from .datasets import _GLYPH_RES, Dataset, _affine_jitter
+from .datasets import _GLYPH_RES, Dataset, _affine_jitter, _glyph_canvas, _ink
 
 __all__ = ["CaptionedGlyphs", "CHARS", "FAMILIES", "WEIGHTS", "STYLES", "VARIANTS", "HELDOUT_VARIANT",
            "parse_caption", "describe", "caption_words"]
@@ -168,8 +168,6 @@ def _render_all():
     if "base" in _CACHE:
         return _CACHE["base"]
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties
     from matplotlib.patches import PathPatch
     from matplotlib.textpath import TextPath
@@ -178,12 +176,7 @@ def _render_all():
     res = _GLYPH_RES
     fonts = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
     out = numpy.zeros((len(CHARS) * len(VARIANTS), res, res))
-    fig = Figure(figsize=(1, 1), dpi=res)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, res)
-    ax.set_ylim(0, res)
-    ax.axis("off")
+    canvas, ax = _glyph_canvas(res)
     for v, key in enumerate(VARIANTS):
         prop = FontProperties(fname=os.path.join(fonts, _FONT_FILES[key]))
         (_, hy0), (_, hy1) = TextPath((0, 0), "H", size=1.0, prop=prop).get_extents().get_points()
@@ -193,8 +186,7 @@ def _render_all():
             (x0, y0), (x1, y1) = path.get_extents().get_points()
             tr = Affine2D().translate(-(x0 + x1) / 2, -(y0 + y1) / 2).scale(scale).translate(res / 2, res / 2)
             patch = ax.add_patch(PathPatch(tr.transform_path(path), facecolor="k", edgecolor="none"))
-            canvas.draw()
-            out[c * len(VARIANTS) + v] = 1.0 - numpy.asarray(canvas.buffer_rgba())[:, :, 0] / 255.0  # ink = 1
+            out[c * len(VARIANTS) + v] = _ink(canvas)
             patch.remove()
     _CACHE["base"] = out
     return out

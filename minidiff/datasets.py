@@ -458,13 +458,32 @@ _STROKES = (0.0, 1.5, 3.0)  # extra stroke width (points at 72 dpi on a 64 px ca
 _GLYPH_CACHE: dict = {}  # size -> (10 * len(_STROKES), 64, 64) float64 in [0, 1]; one per process
 
 
+def _glyph_canvas(res):
+    """A res x res pixel Agg canvas (host) whose data coordinates run 0..res on both axes, without
+    decorations: ``(canvas, ax)``. Draw black patches on ``ax``, then read them with :func:`_ink`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), dpi=res)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, res)
+    ax.set_ylim(0, res)
+    ax.axis("off")
+    return canvas, ax
+
+
+def _ink(canvas):
+    """Render ``canvas`` and return its ink (res, res) in [0, 1]: 1 where black, 0 on the white ground."""
+    canvas.draw()
+    return 1.0 - numpy.asarray(canvas.buffer_rgba())[:, :, 0] / 255.0
+
+
 def _render_glyphs(size):
     """Render digits 0-9 with matplotlib's bundled DejaVu Sans (no download), at each stroke
     width, on a 64x64 Agg canvas; blur for the target size (anti-aliasing); cache per size."""
     if size in _GLYPH_CACHE:
         return _GLYPH_CACHE[size]
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.font_manager import FontProperties
     from matplotlib.patches import PathPatch
     from matplotlib.textpath import TextPath
@@ -480,16 +499,9 @@ def _render_glyphs(size):
         s = 0.62 * res / max(x1 - x0, y1 - y0)  # the digit's box fills ~62% of the frame (MNIST-like)
         tr = Affine2D().translate(-(x0 + x1) / 2, -(y0 + y1) / 2).scale(s).translate(res / 2, res / 2)
         for k, lw in enumerate(_STROKES):
-            fig = Figure(figsize=(1, 1), dpi=res)
-            canvas = FigureCanvasAgg(fig)
-            ax = fig.add_axes((0, 0, 1, 1))
-            ax.set_xlim(0, res)
-            ax.set_ylim(0, res)
-            ax.axis("off")
+            canvas, ax = _glyph_canvas(res)
             ax.add_patch(PathPatch(tr.transform_path(path), facecolor="k", edgecolor="k", lw=lw))
-            canvas.draw()
-            rgba = numpy.asarray(canvas.buffer_rgba())
-            out[dgt * len(_STROKES) + k] = 1.0 - rgba[:, :, 0] / 255.0  # ink = 1
+            out[dgt * len(_STROKES) + k] = _ink(canvas)
     out = gaussian_filter(out, sigma=(0, 0.45 * res / size, 0.45 * res / size))
     _GLYPH_CACHE[size] = out
     return out

@@ -130,39 +130,31 @@ class Int(Slot):
         return st.one_of(wrong)
 
 
-class Name(Slot):
-    """Any non-empty str."""
+class Fixed(Slot):
+    """A slot whose valid value is the one given."""
 
     def __init__(self, value):
         self.value = value
 
     def valid(self):
         return self.value
+
+
+class Name(Fixed):
+    """Any non-empty str."""
 
     @property
     def bad(self):
         return st.sampled_from([None, 1, True, b"x", ["a"]])
 
 
-class Choice(Slot):
-    def __init__(self, value):
-        self.value = value
-
-    def valid(self):
-        return self.value
-
+class Choice(Fixed):
     @property
     def bad(self):
         return st.sampled_from(NOT_VALUES[:-1] + [1, True, "no-such-choice", ""])
 
 
-class Bool(Slot):
-    def __init__(self, value):
-        self.value = value
-
-    def valid(self):
-        return self.value
-
+class Bool(Fixed):
     @property
     def bad(self):
         return st.sampled_from(["yes", 1, 0.0, None, np.array([True, False])])
