@@ -328,15 +328,10 @@ class GlyphFeatures:
         return cls(model)
 
     def _hidden(self, x):
-        """Forward through the trunk, stopping before the last linear layer."""
-        xp = backend.get_xp(x)
+        """The classifier's last hidden activations and its logits: ``(h (n, hidden[-1]), logits (n, K))``."""
         m = self.model
-        n = x.shape[0]
-        x = x.reshape(n, -1).astype(m.linears[0].W.data.dtype)  # (n, ...) -> (n, D)
-        sig = xp.full((n,), self.SIGMA, dtype=x.dtype)
-        h = xp.concatenate([x * (1.0 / math.sqrt(1.0 + self.SIGMA ** 2)), m.sigma_emb.embed(sig)], axis=1)
-        for lin, act in zip(m.linears[:-1], m.acts):
-            h = act(lin(h))
+        x = x.reshape(x.shape[0], -1).astype(m.linears[0].W.data.dtype)  # (n, ...) -> (n, D)
+        h = m._trunk_hidden(x, self.SIGMA)  # the trunk up to, not through, the last linear layer
         return h, m.linears[-1](h)
 
     def features(self, x, chunk_size: int = 2048):

@@ -76,8 +76,8 @@ class _MLPTrunk:
         self.linears = [Linear(a, b, dtype=dt, seed=rng) for a, b in zip(widths[:-1], widths[1:])]
         self.acts = [make_activation(activation) for _ in hidden]
 
-    def _trunk_forward(self, x, sigma, extra=None):
-        """``x (B, dim)`` (checked by the caller) -> output of the last linear layer; caches ``c_in``."""
+    def _trunk_hidden(self, x, sigma, extra=None):
+        """``x (B, dim)`` (checked by the caller) -> the last hidden activations ``h_L``; caches ``c_in``."""
         xp = backend.get_xp(x)
         sig, c_in = _sigma_inputs(sigma, x)
         parts = [x * c_in, self.sigma_emb.embed(sig)] + ([] if extra is None else [extra])  # sig validated
@@ -85,7 +85,11 @@ class _MLPTrunk:
         for lin, act in zip(self.linears, self.acts):
             h = act(lin(h))
         self._c_in = c_in
-        return self.linears[-1](h)
+        return h
+
+    def _trunk_forward(self, x, sigma, extra=None):
+        """``x (B, dim)`` (checked by the caller) -> output of the last linear layer; caches ``c_in``."""
+        return self.linears[-1](self._trunk_hidden(x, sigma, extra))
 
     def _trunk_backward(self, dout):
         """Returns ``(dx, d_extra)``: the gradient w.r.t. ``x`` and w.r.t. the extra input columns."""
