@@ -9,17 +9,31 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")  # the CI-class machine has 2 cores
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import minidiff  # noqa: E402,F401  before NumPy, as the CLI and demos do: sets OpenBLAS's short spin (minidiff/_threads.py)
+
 import numpy as np  # noqa: E402
+
+
+# Seconds to wait before timing each implementation. After a call, a BLAS or OpenMP library keeps its
+# worker threads spinning for a while (OpenBLAS by default 2^28 cycles, ~0.1 s): the next
+# implementation, timed at once, would share the cores with them. Measured here: PyTorch's MLP step took
+# 21.7 ms timed right after minidiff's and 9.3 ms with NumPy's OpenBLAS threads asleep
+# (docs/performance.md §8). The pause lets the other library's threads go to sleep first.
+PAUSE_S = 0.3
 
 
 def interleaved(fns, rounds, inner):
     """{name: (min ms, median ms)} per call, the implementations timed in alternation so that load from
-    other processes hits them alike; the minimum is the figure least disturbed by that load."""
+    other processes hits them alike; the minimum is the figure least disturbed by that load. Each
+    timing starts after a pause of ``PAUSE_S`` and one untimed call, so that neither library's
+    spinning threads are still on the cores when the other is timed."""
     for fn in fns.values():
         fn()  # warm-up
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(PAUSE_S)  # the previous implementation's idle threads go to sleep
+            fn()  # this implementation's threads wake up
             t = time.perf_counter()
             for _ in range(inner):
                 fn()

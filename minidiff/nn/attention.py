@@ -10,7 +10,8 @@ computed per head h on ``Q_h = X W_q[:, h]``, ``K_h = C W_k[:, h]``, ``V_h = C W
 multi-head attention). ``C = X`` for self-attention; ``C`` is the text embedding for cross-attention.
 
 All heads of all samples are batched GEMMs over a (B, heads) batch axis; on the CPU the heads are taken
-in blocks of about 1 MB of logits, so that the softmax passes run in cache (docs/performance.md §7).
+in blocks of about 1 MB of logits, so that the softmax passes run in cache (docs/performance.md §7), and
+the blocks are shared among the cores by :func:`minidiff._parallel.run_blocks` (§8).
 The derivation of the forward and backward passes is in docs/attention.md §1-§4; the block is §5.
 
 Layout: sequences are ``(B, L, dim)`` (tokens on the middle axis, features last), so ``Linear`` acts on
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
+from .._parallel import run_blocks
 from .._validate import MAX_SIZE, check_array, check_float_dtype, check_positive_int
 from .layers import LayerNorm, Linear, make_activation
 from .module import Module
@@ -122,9 +124,8 @@ class MultiHeadAttention(Module):
             keep_bh = xp.repeat(keep, self.num_heads, axis=0)[:, None, :]  # (B, S) -> (B*h, 1, S)
             bias = xp.where(keep_bh, 0.0, -xp.inf).astype(x.dtype)
             keepf = keep_bh.astype(x.dtype)
-        c = self._chunk(xp, L, S)
-        for i in range(0, BH, c):  # a block of heads at a time: its S stays in cache
-            j = slice(i, i + c)
+
+        def block(j):  # a block of heads: its logits stay in cache through every softmax pass
             s = xp.matmul(q[j], k[j].transpose(0, 2, 1), out=p[j])  # (c, L, d) @ (c, d, S) -> (c, L, S)
             if bias is not None:
                 s += bias[j]
@@ -135,6 +136,8 @@ class MultiHeadAttention(Module):
                 s *= keepf[j]  # masked keys: weight exactly 0
             s *= 1.0 / s.sum(axis=-1, keepdims=True)  # each row of P sums to 1 (the row max gives exp(0) = 1)
             xp.matmul(s, v[j], out=o[j])  # (c, L, S) @ (c, S, d) -> (c, L, d)
+
+        run_blocks(xp, block, BH, self._chunk(xp, L, S))  # on NumPy: blocks in parallel, 1 BLAS thread each
         self._cache = (q, k, v, p, o, B, context is None)
         return self.to_out(self._merge(o, B))
 
@@ -154,9 +157,8 @@ class MultiHeadAttention(Module):
         do = self._heads(self.to_out.backward(dy))  # (B, L, dim) -> (B*h, L, d)
         dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
         BH, L, S = p.shape
-        c = self._chunk(xp, L, S)
-        for i in range(0, BH, c):  # per block of heads, as in forward
-            j = slice(i, i + c)
+
+        def block(j):  # per block of heads, as in forward
             pj = p[j]
             xp.matmul(pj.transpose(0, 2, 1), do[j], out=dv[j])  # dV = P^T dO: (c, S, L) @ (c, L, d)
             dp = do[j] @ v[j].transpose(0, 2, 1)  # dP = dO V^T: (c, L, d) @ (c, d, S) -> (c, L, S)
@@ -164,6 +166,8 @@ class MultiHeadAttention(Module):
             dp *= pj  # dS = P * (dP - rowsum(dP * P))
             xp.matmul(dp, k[j], out=dq[j])  # dQ (scaled Q): (c, L, S) @ (c, S, d)
             xp.matmul(dp.transpose(0, 2, 1), q[j], out=dk[j])  # dK = dS^T (Q / sqrt(d)): q already scaled
+
+        run_blocks(xp, block, BH, self._chunk(xp, L, S))
         dq *= scale
         dx = self.to_q.backward(self._merge(dq, B))
         dc = self.to_k.backward(self._merge(dk, B))

@@ -18,6 +18,7 @@ import contextlib
 import math
 
 from .. import backend
+from .._parallel import run_blocks
 from .._validate import (
     MAX_SIZE,
     check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
@@ -129,39 +130,60 @@ class GELU(Module):
     ``y = x/2 (1 + tanh(u))``, ``u = c (x + a x^3)``, ``c = sqrt(2/pi)``, ``a = 0.044715``.
 
     Backward: ``dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)`` with ``t = tanh(u)``. The exact erf
-    form is not offered: erf is ~40x slower than the tanh form on CPU (docs/performance.md §5).
+    form is not offered: erf is ~40x slower than the tanh form on CPU (docs/performance.md §5). On NumPy
+    both passes run over blocks of 128k elements on the thread pool of :mod:`minidiff._parallel`: each
+    block's eight elementwise passes stay in cache, and the cores share the blocks (docs/performance.md §8).
     """
 
     _c = math.sqrt(2.0 / math.pi)
     _a = 0.044715
+    _block = 1 << 17  # elements per block: 512 kB per float32 operand (fewer, larger blocks: each costs ~10 ufunc calls)
 
     def forward(self, x):
         x = check_array(x, "x", finite=False)
         xp = backend.get_xp(x)
-        t = x * x
-        t *= self._a
-        t += 1.0
-        t *= x
-        t *= self._c
-        xp.tanh(t, out=t)  # t = tanh(c (x + a x^3))
-        self._x, self._t = x, t
-        y = t + 1.0
-        y *= x
-        y *= 0.5
-        return y
+        xf = xp.ascontiguousarray(x).reshape(-1)
+        t, y = xp.empty_like(xf), xp.empty_like(xf)
+
+        def block(j):
+            tj, xj, yj = t[j], xf[j], y[j]
+            xp.multiply(xj, xj, out=tj)
+            tj *= self._a
+            tj += 1.0
+            tj *= xj
+            tj *= self._c
+            xp.tanh(tj, out=tj)  # t = tanh(c (x + a x^3))
+            xp.add(tj, 1.0, out=yj)
+            yj *= xj
+            yj *= 0.5  # y = x/2 (1 + t)
+
+        run_blocks(xp, block, xf.size, self._block)
+        self._x, self._t = xf, t
+        return y.reshape(x.shape)
 
     def backward(self, dy):
         x, t = self._x, self._t
-        d = x * x
-        d *= 3.0 * self._a
-        d += 1.0
-        d *= self._c
-        d *= 1.0 - t * t
-        d *= x
-        d += 1.0 + t
-        d *= 0.5
-        d *= dy
-        return d
+        xp = backend.get_xp(t)
+        dyf = xp.ascontiguousarray(dy).reshape(-1)
+        d, u = xp.empty_like(t), xp.empty_like(t)
+
+        def block(j):
+            dj, uj, xj, tj = d[j], u[j], x[j], t[j]
+            xp.multiply(xj, xj, out=dj)
+            dj *= 3.0 * self._a
+            dj += 1.0
+            dj *= self._c  # c (1 + 3 a x^2)
+            xp.multiply(tj, tj, out=uj)
+            xp.subtract(1.0, uj, out=uj)
+            dj *= uj  # (1 - t^2) c (1 + 3 a x^2)
+            dj *= xj
+            dj += 1.0
+            dj += tj  # (1 + t) + x (1 - t^2) c (1 + 3 a x^2)
+            dj *= 0.5
+            dj *= dyf[j]
+
+        run_blocks(xp, block, t.size, self._block)
+        return d.reshape(dy.shape)
 
 
 class Tanh(Module):
