@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 
+import minidiff  # noqa: F401  before NumPy, as the CLI does: OpenBLAS's short spin (minidiff/_threads.py)
 import numpy as np
 
 from minidiff import backend
@@ -39,10 +40,13 @@ def median_time(fn, rounds, xp=np):
 
 
 def alternated(fns, rounds, xp=np):
-    """Minimum time of each function, the functions timed in alternation (load hits them alike)."""
+    """Minimum time of each function, the functions timed in alternation (load hits them alike), each
+    after a 0.3 s pause so that the previous library's spinning threads are asleep
+    (docs/performance.md §8)."""
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
+            time.sleep(0.3)
             best[i] = min(best[i], median_time(fn, 1, xp))
     return best
 
