@@ -226,3 +226,25 @@ def test_argument_errors():
         blk(x)
     with pytest.raises(ValueError, match="exactly when"):
         TransformerBlock(8, 2)(x, np.zeros((2, 4, 8), np.float32))
+
+
+def test_weights_buffer_is_reused_for_one_shape_and_never_leaks_between_shapes():
+    """forward writes P into the previous forward's array when the shape matches (docs/performance.md §8):
+    results must equal a fresh module's whatever shapes came before, and a new shape gets a new array."""
+    m, fresh = MultiHeadAttention(8, 2, dtype=F64), MultiHeadAttention(8, 2, dtype=F64)
+    fresh.load_state_dict(m.state_dict())
+    x1, x2 = rn(2, 5, 8, seed=1), rn(3, 4, 8, seed=2)
+    g1 = rn(2, 5, 8, seed=3)
+    m(x1)
+    first = m.attention
+    m(x2)  # another shape: its own array
+    assert m.attention.shape == (3, 2, 4, 4)
+    y = m(x1)  # back to the first shape
+    assert np.shares_memory(m.attention, m._p_buf) and m.attention.shape == (2, 2, 5, 5)
+    dx = m.backward(g1)
+    np.testing.assert_array_equal(y, fresh(x1))
+    np.testing.assert_array_equal(dx, fresh.backward(g1))
+    np.testing.assert_array_equal(m.attention, fresh.attention)
+    m(2.0 * x1)  # same shape: the buffer is overwritten, so an attention map kept without a copy changes
+    assert np.shares_memory(m.attention, m._p_buf) and not np.array_equal(m.attention, fresh.attention)
+    assert first.shape == (2, 2, 5, 5)

@@ -69,7 +69,8 @@ class MultiHeadAttention(Module):
     dtype, seed : parameter dtype (float32/float64) and initialisation seed or Generator.
 
     Submodules ``to_q``, ``to_k``, ``to_v`` (no bias) and ``to_out`` (with bias), as diffusers names them.
-    After a forward pass, :attr:`attention` holds the weights ``P`` as (B, heads, L, S).
+    After a forward pass, :attr:`attention` holds the weights ``P`` as (B, heads, L, S): a view of an array
+    that the next forward of the same shape overwrites (copy it to keep it).
     """
 
     def __init__(self, dim: int, num_heads: int = 4, context_dim=None, dtype="float32", seed=None):
@@ -86,7 +87,7 @@ class MultiHeadAttention(Module):
         self.to_k = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
         self.to_v = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
         self.to_out = Linear(self.dim, self.dim, dtype=dt, seed=rng)
-        self._cache = None
+        self._cache = self._p_buf = None
 
     def _heads(self, t):
         """(B, N, dim) -> (B*heads, N, d): a copy laid out head-major, so each head is one GEMM operand."""
@@ -117,7 +118,7 @@ class MultiHeadAttention(Module):
         k = self._heads(self.to_k(c))  # (B*h, S, d)
         v = self._heads(self.to_v(c))  # (B*h, S, d)
         BH = B * self.num_heads
-        p = xp.empty((BH, L, S), dtype=q.dtype)  # the attention weights P, kept for backward
+        p = self._weights_buffer(xp, (BH, L, S), q.dtype)  # the attention weights P, kept for backward
         o = xp.empty_like(q)  # (B*h, L, d)
         bias = keepf = None
         if keep is not None:  # per (sample, head) row: 0 / -inf logit bias, and 1 / 0 weights
@@ -140,6 +141,16 @@ class MultiHeadAttention(Module):
         run_blocks(xp, block, BH, self._chunk(xp, L, S))  # on NumPy: blocks in parallel, 1 BLAS thread each
         self._cache = (q, k, v, p, o, B, context is None)
         return self.to_out(self._merge(o, B))
+
+    def _weights_buffer(self, xp, shape, dtype):
+        """The array P is written into: the previous forward's when the shape matches. A fresh 39 MB array
+        (256 heads of 196 x 196) costs its page faults on first touch, inside the threads that fill it;
+        reused, it costs nothing (docs/performance.md §8). So :attr:`attention` is overwritten by the next
+        forward: copy it to keep it."""
+        buf = self._p_buf
+        if buf is None or buf.shape != shape or buf.dtype != dtype or backend.get_xp(buf) is not xp:
+            buf = self._p_buf = xp.empty(shape, dtype=dtype)
+        return buf
 
     @staticmethod
     def _chunk(xp, L, S):
@@ -179,7 +190,8 @@ class MultiHeadAttention(Module):
 
     @property
     def attention(self):
-        """The attention weights ``P`` of the last forward pass, (B, heads, L, S); None before one."""
+        """The attention weights ``P`` of the last forward pass, (B, heads, L, S); None before one. Valid until
+        the next forward: copy it to keep it."""
         if self._cache is None:
             return None
         p, B = self._cache[3], self._cache[5]

@@ -73,7 +73,9 @@ def sincos_pos_embed_2d(dim: int, gh: int, gw: int, dtype="float32", xp=None):
 
 def _modulate(n, shift, scale):
     """``n (B, L, D) * (1 + scale) + shift``, with ``shift, scale (B, D)`` broadcast over the tokens."""
-    return n * (1.0 + scale[:, None, :]) + shift[:, None, :]
+    m = n * (1.0 + scale[:, None, :])
+    m += shift[:, None, :]
+    return m
 
 
 def _modulate_backward(dh, n, scale):

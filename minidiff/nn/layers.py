@@ -238,11 +238,13 @@ class LayerNorm(Module):
         x = check_array(x, "x", like=self.gamma.data, last=self.dim, finite=False)
         xp = backend.get_xp(x)
         mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
-        inv_std = 1.0 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + self.eps)
-        xhat = xc * inv_std
+        xhat = x - mu  # x - mu, normalised in place below
+        inv_std = 1.0 / xp.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + self.eps)
+        xhat *= inv_std
         self._xhat, self._inv_std = xhat, inv_std
-        return xhat * self.gamma.data + self.beta.data
+        y = xhat * self.gamma.data
+        y += self.beta.data
+        return y
 
     def backward(self, dy):
         xhat = self._xhat
