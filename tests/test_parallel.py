@@ -1,5 +1,6 @@
-"""The CPU thread pool of minidiff._parallel: every block once, results identical to the serial loop,
-errors propagate, nested calls do not deadlock, BLAS gets its threads back."""
+"""The CPU thread pool of minidiff._parallel, and GELU's cache-sized blocks: every block once, results
+identical to the serial loop, errors propagate, nested calls run in their caller's thread, BLAS gets its
+threads back."""
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -135,20 +136,20 @@ def test_attention_in_parallel_equals_serial_bit_for_bit(use_workers, masked):
             np.testing.assert_array_equal(a, b)
 
 
-def test_gelu_in_parallel_equals_serial_bit_for_bit(use_workers):
+def test_gelu_in_blocks_equals_one_pass_bit_for_bit(monkeypatch):
     rng = np.random.default_rng(1)
     x = (3 * rng.standard_normal((5, 300, 1000))).astype(np.float32)  # 1.5M elements: 12 blocks
     g = rng.standard_normal(x.shape).astype(np.float32)
     x_t = x.transpose(0, 2, 1)  # a non-contiguous input is handled too
     runs = []
-    for w in (1, 2):
-        use_workers(w)
+    for block in (GELU._block, 1 << 40):
+        monkeypatch.setattr(GELU, "_block", block)
         act = GELU()
         y, dx = act(x), act.backward(g)
         act_t = GELU()
         y_t, dx_t = act_t(x_t), act_t.backward(g.transpose(0, 2, 1))
         runs.append((y, dx, y_t, dx_t))
-    assert x.size > 2 * GELU._block
+    assert x.size > 2 * (1 << 17)
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
     y, dx, y_t, dx_t = runs[0]

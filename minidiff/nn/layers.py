@@ -18,7 +18,6 @@ import contextlib
 import math
 
 from .. import backend
-from .._parallel import run_blocks
 from .._validate import (
     MAX_SIZE,
     check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
@@ -131,8 +130,8 @@ class GELU(Module):
 
     Backward: ``dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)`` with ``t = tanh(u)``. The exact erf
     form is not offered: erf is ~40x slower than the tanh form on CPU (docs/performance.md §5). On NumPy
-    both passes run over blocks of 128k elements on the thread pool of :mod:`minidiff._parallel`: each
-    block's eight elementwise passes stay in cache, and the cores share the blocks (docs/performance.md §8).
+    both passes run over blocks of 128k elements, so that each block's eight elementwise passes stay in
+    cache, in this thread: on the 2-core machine two threads ran them no faster (docs/performance.md §8).
     """
 
     _c = math.sqrt(2.0 / math.pi)
@@ -157,7 +156,7 @@ class GELU(Module):
             yj *= xj
             yj *= 0.5  # y = x/2 (1 + t)
 
-        run_blocks(xp, block, xf.size, self._block)
+        _in_blocks(xp, block, xf.size, self._block)
         self._x, self._t = xf, t
         return y.reshape(x.shape)
 
@@ -182,8 +181,16 @@ class GELU(Module):
             dj *= 0.5
             dj *= dyf[j]
 
-        run_blocks(xp, block, t.size, self._block)
+        _in_blocks(xp, block, t.size, self._block)
         return d.reshape(dy.shape)
+
+
+def _in_blocks(xp, fn, n, block):
+    """``fn(slice)`` over ``range(n)`` in blocks of ``block`` on NumPy (cache-sized passes); one call over
+    everything on CuPy, where a block loop would only add kernel launches."""
+    step = block if getattr(xp, "__name__", "") == "numpy" else max(n, 1)
+    for i in range(0, n, step):
+        fn(slice(i, min(i + step, n)))
 
 
 class Tanh(Module):
