@@ -87,13 +87,36 @@ class MultiHeadAttention(Module):
         self.to_k = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
         self.to_v = Linear(kv_dim, self.dim, bias=False, dtype=dt, seed=rng)
         self.to_out = Linear(self.dim, self.dim, dtype=dt, seed=rng)
-        self._cache = self._p_buf = None
+        self._cache = self._p_buf = self._x_self = None
 
     def _heads(self, t):
         """(B, N, dim) -> (B*heads, N, d): a copy laid out head-major, so each head is one GEMM operand."""
         B, N, _ = t.shape
         t = t.reshape(B, N, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, d)
         return t.reshape(B * self.num_heads, N, self.head_dim)  # copies: (B*heads, N, d)
+
+    def _qkv(self, x):
+        """Self-attention's projections as one GEMM, ``x [W_q | W_k | W_v]`` (B L, 3 dim), laid out head-major
+        in one copy: returns ``q, k, v`` (B*h, L, d), contiguous views of one (3, B*h, L, d) array."""
+        xp = backend.get_xp(x)
+        B, L, _ = x.shape
+        W = xp.concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)  # (dim, 3 dim)
+        qkv = x.reshape(B * L, self.dim) @ W  # (B L, dim) @ (dim, 3 dim)
+        qkv = qkv.reshape(B, L, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, h, L, d)
+        qkv = xp.ascontiguousarray(qkv).reshape(3, B * self.num_heads, L, self.head_dim)
+        return qkv[0], qkv[1], qkv[2]
+
+    def _qkv_backward(self, dqkv, B):
+        """VJP of :meth:`_qkv`: ``dqkv (3, B*h, L, d)`` -> ``dx``; adds the three weight gradients."""
+        x = self._x_self
+        L = x.shape[1]
+        d2 = dqkv.reshape(3, B, self.num_heads, L, self.head_dim).transpose(1, 3, 0, 2, 4)  # (B, L, 3, h, d)
+        d2 = d2.reshape(B * L, 3 * self.dim)  # copies: (B L, 3 dim), columns [dQ | dK | dV]
+        dW = x.reshape(B * L, self.dim).T @ d2  # (dim, B L) @ (B L, 3 dim)
+        for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
+            lin.W.grad += dW[:, i * self.dim:(i + 1) * self.dim]
+        W = backend.get_xp(x).concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)
+        return (d2 @ W.T).reshape(x.shape)  # (B L, 3 dim) @ (3 dim, dim) -> (B, L, dim)
 
     def _merge(self, t, B):
         """(B*heads, N, d) -> (B, N, dim), the inverse of :meth:`_heads`."""
@@ -113,10 +136,15 @@ class MultiHeadAttention(Module):
             raise ValueError("the context has no key to attend to (S = 0); it needs at least one token")
         keep = self._check_mask(mask, B, S, x)
         scale = 1.0 / math.sqrt(self.head_dim)
-        q = self._heads(self.to_q(x))  # (B, L, dim) -> (B*h, L, d)
+        if context is None:  # self-attention: Q, K and V from one GEMM against [W_q | W_k | W_v]
+            q, k, v = self._qkv(x)
+            self._x_self = x
+        else:
+            q = self._heads(self.to_q(x))  # (B, L, dim) -> (B*h, L, d)
+            k = self._heads(self.to_k(c))  # (B*h, S, d)
+            v = self._heads(self.to_v(c))  # (B*h, S, d)
+            self._x_self = None
         q *= scale  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
-        k = self._heads(self.to_k(c))  # (B*h, S, d)
-        v = self._heads(self.to_v(c))  # (B*h, S, d)
         BH = B * self.num_heads
         p = self._weights_buffer(xp, (BH, L, S), q.dtype)  # the attention weights P, kept for backward
         o = xp.empty_like(q)  # (B*h, L, d)
@@ -166,8 +194,12 @@ class MultiHeadAttention(Module):
         xp = backend.get_xp(q)
         scale = 1.0 / math.sqrt(self.head_dim)
         do = self._heads(self.to_out.backward(dy))  # (B, L, dim) -> (B*h, L, d)
-        dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
         BH, L, S = p.shape
+        if is_self:  # one array for the three, in the layout _qkv_backward reads
+            dqkv = xp.empty((3,) + q.shape, dtype=q.dtype)
+            dq, dk, dv = dqkv[0], dqkv[1], dqkv[2]
+        else:
+            dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
 
         def block(j):  # per block of heads, as in forward
             pj = p[j]
@@ -180,12 +212,11 @@ class MultiHeadAttention(Module):
 
         run_blocks(xp, block, BH, self._chunk(xp, L, S))
         dq *= scale
+        if is_self:
+            return self._qkv_backward(dqkv, B)
         dx = self.to_q.backward(self._merge(dq, B))
         dc = self.to_k.backward(self._merge(dk, B))
         dc += self.to_v.backward(self._merge(dv, B))
-        if is_self:
-            dx += dc
-            return dx
         return dx, dc
 
     @property
