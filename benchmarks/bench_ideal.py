@@ -15,7 +15,7 @@ import os
 import statistics
 import time
 
-import minidiff  # noqa: F401  before NumPy, as the CLI does: OpenBLAS's short spin (minidiff/_threads.py)
+import _timing  # noqa: F401  (benchmarks/_timing.py) first: 2 BLAS threads and OpenBLAS's short spin, before NumPy
 import numpy as np
 
 from minidiff import backend
