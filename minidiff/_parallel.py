@@ -18,6 +18,7 @@ to the serial loop (tested).
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +29,11 @@ _state = {}  # "controller", "workers", "pool": created on first use
 
 
 def workers() -> int:
-    """Threads :func:`run_blocks` uses: the largest BLAS thread count found at first use (1 if none)."""
+    """Threads :func:`run_blocks` uses: the largest BLAS thread count found at first use (1 if none).
+
+    A process forked after the pool started inherits the pool object but none of its threads: work handed
+    to it would wait forever. So a forked child starts with no pool (:func:`_forget_after_fork`) and builds
+    its own on first use."""
     with _lock:
         if "workers" not in _state:
             from threadpoolctl import ThreadpoolController
@@ -38,6 +43,16 @@ def workers() -> int:
             n = max(counts, default=1)
             _state.update(controller=ctl, workers=n, pool=ThreadPoolExecutor(n) if n > 1 else None)
         return _state["workers"]
+
+
+def _forget_after_fork():
+    global _lock
+    _lock = threading.Lock()  # it may have been held by another thread of the parent at the fork
+    _state.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def run_blocks(xp, fn, n: int, block: int) -> None:

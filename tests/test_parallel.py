@@ -2,6 +2,8 @@
 identical to the serial loop, errors propagate, nested calls run in their caller's thread, BLAS gets its
 threads back."""
 import contextlib
+import multiprocessing
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,3 +157,33 @@ def test_gelu_in_blocks_equals_one_pass_bit_for_bit(monkeypatch):
     y, dx, y_t, dx_t = runs[0]
     np.testing.assert_array_equal(y_t, y.transpose(0, 2, 1))
     np.testing.assert_array_equal(dx_t, dx.transpose(0, 2, 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_builds_its_own_pool_instead_of_waiting_on_the_parents():
+    """A child forked after the parent used the pool inherits a pool object with no threads behind it."""
+    with workers(2):
+        _parallel.run_blocks(np, lambda j: None, 10, 1)  # the parent's pool exists and has threads
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_child_runs_blocks)
+        child.start()
+        child.join(timeout=60)
+        alive = child.is_alive()
+        if alive:
+            child.kill()
+        assert not alive, "the forked child waited on the parent's pool"
+        assert child.exitcode == 0
+
+
+def _child_runs_blocks():
+    out = np.zeros(10)
+
+    def fn(j):
+        out[j] += 1
+
+    if _parallel._state:  # the parent's pool (its threads did not come along) must have been forgotten
+        os._exit(2)
+    _parallel.workers()  # the child's own pool, forced to 2 threads as on an idle 2-core machine
+    _parallel._state.update(workers=2, pool=ThreadPoolExecutor(2))
+    _parallel.run_blocks(np, fn, 10, 1)
+    os._exit(0 if (out == 1).all() else 1)
