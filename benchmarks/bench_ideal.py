@@ -41,12 +41,12 @@ def median_time(fn, rounds, xp=np):
 
 def alternated(fns, rounds, xp=np):
     """Minimum time of each function, the functions timed in alternation (load hits them alike), each
-    after a 0.3 s pause so that the previous library's spinning threads are asleep
+    after a pause of ``_timing.PAUSE_S`` so that the previous library's spinning threads are asleep
     (docs/performance.md §8)."""
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
-            time.sleep(0.3)
+            time.sleep(_timing.PAUSE_S)
             best[i] = min(best[i], median_time(fn, 1, xp))
     return best
 

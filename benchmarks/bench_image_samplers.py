@@ -66,6 +66,12 @@ def draw(denoiser, kwargs, nfe, z, seed, schedule, grid):
     return x, den.calls
 
 
+def bad_mask(x, feats):
+    """The "bad" samples: a pixel outside [-1.2, 1.2], or the glyph classifier's confidence below 0.5 (n,)."""
+    xh = backend.to_numpy(x)
+    return (np.abs(xh).reshape(len(xh), -1).max(1) > 1.2) | (backend.to_numpy(feats.confidence(x)) < 0.5)
+
+
 def summarise(values):
     v = np.asarray(values, dtype=float)
     se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
@@ -143,8 +149,7 @@ def main():
                     t = time.perf_counter()
                     x, calls = draw(den, kw, nfe, z, seed, schedule, args.grid)
                     m = glyph_fid(reals[seed], x, feats)
-                    xh = backend.to_numpy(x)
-                    bad = (np.abs(xh).reshape(len(xh), -1).max(1) > 1.2) | (backend.to_numpy(feats.confidence(x)) < 0.5)
+                    bad = bad_mask(x, feats)
                     r = per.setdefault((mname, nfe), {"fid": [], "precision": [], "recall": [], "bad": [], "nfe": calls})
                     r["fid"].append(m["fid"])
                     r["precision"].append(m["precision"])

@@ -44,13 +44,13 @@ from minidiff import backend, samplers  # noqa: E402
 from minidiff.latent import AutoencoderConfig, decode_latents, fit_autoencoder  # noqa: E402
 from minidiff.metrics import GlyphFeatures, glyph_fid  # noqa: E402
 from minidiff.runs import IMAGE_SAMPLING, TrainConfig, fit, make_denoiser, make_schedule  # noqa: E402
+from bench_image_samplers import bad_mask  # noqa: E402  (the same "bad" rule as the image-quality table)
 
 
 def quality(x, real, feats):
     """Glyph FID, precision, recall and the bad share of images ``x`` against ``real``."""
     m = glyph_fid(real, x, feats)
-    xh = backend.to_numpy(x)
-    bad = (np.abs(xh).reshape(len(xh), -1).max(1) > 1.2) | (backend.to_numpy(feats.confidence(x)) < 0.5)
+    bad = bad_mask(x, feats)
     return {"fid": float(m["fid"]), "precision": float(m["precision"]), "recall": float(m["recall"]),
             "bad": float(bad.mean())}
 

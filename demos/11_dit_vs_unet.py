@@ -32,7 +32,7 @@ from minidiff import EMA, Schedule, backend
 from minidiff.nn import DiTDenoiser, UNetDenoiser, load, save
 from minidiff.precond import PreconditionedDenoiser, Preconditioning
 from minidiff.plotting import plot_images
-from minidiff.runs import load_data
+from minidiff.runs import IMAGE_DEFAULTS, IMAGE_SAMPLING, load_data
 from minidiff.samplers import sample
 from minidiff.training import train
 
@@ -70,6 +70,7 @@ schedule = Schedule.log_linear(0.01, 80.0, T=1000)
 # each: 3x3 convolutions at 16x16 and 8x8) and the DiT 3921 (0.038 s each: 64 tokens of width 40). The U-Net's
 # loss falls faster from the first seconds and stays lower (0.15 against 0.20 at the end): per step, and
 # here also per second, the convolutions' local prior learns 16x16 glyphs faster than attention over patches.
+PRECOND = {k: IMAGE_DEFAULTS[k] for k in ("parametrization", "sigma_data", "sigma_distribution")}  # EDM, 0.5
 curves = {}
 for name, model in models.items():
     path = os.path.join(args.out, f"11_{name.lower().replace('-', '')}_edm_{budget:.0f}s_p{model.num_parameters()}.npz")
@@ -81,8 +82,7 @@ for name, model in models.items():
     ema = EMA(model, decay=0.995)
     seconds, losses = [], []
     for m in train(model, data, schedule, steps=10**6, batch_size=16 if fast else 32, lr=2e-3, warmup_steps=50,
-                   min_lr=2e-3, ema_decay=None, seed=0, parametrization="edm", sigma_data=0.5,
-                   sigma_distribution="lognormal"):
+                   min_lr=2e-3, ema_decay=None, seed=0, **PRECOND):
         ema.update()
         seconds.append(m["seconds"])
         losses.append(m["loss"])
@@ -124,13 +124,14 @@ plt.close(fig)
 # of the figure is the comparison at equal cost; raise --budget for more.
 rng = backend.default_rng(3)
 z = rng.standard_normal((32, 1, 16, 16), dtype="float32")
-sigmas = schedule.sampling_sigmas(6 if fast else 20, spacing="karras", final_zero=True)
-edm = Preconditioning("edm", 0.5)
+sigmas = schedule.sampling_sigmas(6 if fast else IMAGE_SAMPLING["steps"], spacing=IMAGE_SAMPLING["grid"],
+                                  final_zero=True)
+edm = Preconditioning(PRECOND["parametrization"], PRECOND["sigma_data"])
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for ax, (name, model) in zip(axes, models.items()):
     model.eval()
     t = time.perf_counter()
-    x = sample(PreconditionedDenoiser(model, edm), sigmas, float(sigmas[0]) * z, method="dpmpp_2m")
+    x = sample(PreconditionedDenoiser(model, edm), sigmas, float(sigmas[0]) * z, method=IMAGE_SAMPLING["sampler"])
     plot_images(ax, x, nrow=8, title=f"{name}: {len(curves[name][1])} training steps in {budget:.0f} s\n"
                                      f"sampled with {len(sigmas) - 1} DPM-Solver++(2M) steps, {time.perf_counter() - t:.1f} s")
 fig.tight_layout()

@@ -22,7 +22,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["run_blocks", "workers"]
+__all__ = ["on_cpu", "run_blocks", "workers"]
 
 _lock = threading.Lock()
 _state = {}  # "controller", "workers", "pool": created on first use
@@ -45,6 +45,12 @@ def workers() -> int:
         return _state["workers"]
 
 
+def on_cpu(xp) -> bool:
+    """True for NumPy: where cache-sized blocks (and the pool) pay off. A GPU takes a whole array at once,
+    and a block loop would only add kernel launches."""
+    return getattr(xp, "__name__", "") == "numpy"
+
+
 def _forget_after_fork():
     global _lock
     _lock = threading.Lock()  # it may have been held by another thread of the parent at the fork
@@ -65,12 +71,11 @@ def run_blocks(xp, fn, n: int, block: int) -> None:
     the blocks run in order in this thread. ``fn`` must only write its own slice. The first exception
     raised by ``fn`` propagates."""
     slices = [slice(i, min(i + block, n)) for i in range(0, n, block)]
-    if (len(slices) < 2 or getattr(xp, "__name__", "") != "numpy" or getattr(_inside, "block", False)
-            or workers() < 2):
+    w = 1 if len(slices) < 2 or not on_cpu(xp) or getattr(_inside, "block", False) else min(workers(), len(slices))
+    if w < 2:
         for j in slices:
             fn(j)
         return
-    w = min(workers(), len(slices))
     runs = [slices[len(slices) * r // w: len(slices) * (r + 1) // w] for r in range(w)]
     with _state["controller"].limit(limits=1, user_api="blas"):
         futures = [_state["pool"].submit(_run, fn, run) for run in runs[1:]]

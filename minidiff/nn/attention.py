@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from .._parallel import run_blocks
+from .._parallel import on_cpu, run_blocks
 from .._validate import MAX_SIZE, check_array, check_float_dtype, check_positive_int
 from .layers import LayerNorm, Linear, make_activation
 from .module import Module
@@ -97,10 +97,12 @@ class MultiHeadAttention(Module):
 
     def _qkv(self, x):
         """Self-attention's projections as one GEMM, ``x [W_q | W_k | W_v]`` (B L, 3 dim), laid out head-major
-        in one copy: returns ``q, k, v`` (B*h, L, d), contiguous views of one (3, B*h, L, d) array."""
+        in one copy: returns ``q, k, v`` (B*h, L, d), contiguous views of one (3, B*h, L, d) array. Keeps
+        ``(x, W)`` for :meth:`_qkv_backward`."""
         xp = backend.get_xp(x)
         B, L, _ = x.shape
         W = xp.concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)  # (dim, 3 dim)
+        self._x_self = (x, W)
         qkv = x.reshape(B * L, self.dim) @ W  # (B L, dim) @ (dim, 3 dim)
         qkv = qkv.reshape(B, L, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, h, L, d)
         qkv = xp.ascontiguousarray(qkv).reshape(3, B * self.num_heads, L, self.head_dim)
@@ -108,14 +110,13 @@ class MultiHeadAttention(Module):
 
     def _qkv_backward(self, dqkv, B):
         """VJP of :meth:`_qkv`: ``dqkv (3, B*h, L, d)`` -> ``dx``; adds the three weight gradients."""
-        x = self._x_self
+        x, W = self._x_self
         L = x.shape[1]
         d2 = dqkv.reshape(3, B, self.num_heads, L, self.head_dim).transpose(1, 3, 0, 2, 4)  # (B, L, 3, h, d)
         d2 = d2.reshape(B * L, 3 * self.dim)  # copies: (B L, 3 dim), columns [dQ | dK | dV]
         dW = x.reshape(B * L, self.dim).T @ d2  # (dim, B L) @ (B L, 3 dim)
         for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
             lin.W.grad += dW[:, i * self.dim:(i + 1) * self.dim]
-        W = backend.get_xp(x).concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)
         return (d2 @ W.T).reshape(x.shape)  # (B L, 3 dim) @ (3 dim, dim) -> (B, L, dim)
 
     def _merge(self, t, B):
@@ -138,7 +139,6 @@ class MultiHeadAttention(Module):
         scale = 1.0 / math.sqrt(self.head_dim)
         if context is None:  # self-attention: Q, K and V from one GEMM against [W_q | W_k | W_v]
             q, k, v = self._qkv(x)
-            self._x_self = x
         else:
             q = self._heads(self.to_q(x))  # (B, L, dim) -> (B*h, L, d)
             k = self._heads(self.to_k(c))  # (B*h, S, d)
@@ -184,7 +184,7 @@ class MultiHeadAttention(Module):
     def _chunk(xp, L, S):
         """Heads per block: on the CPU about 1 MB of logits, so the five softmax passes over a block run
         in cache rather than main memory (docs/performance.md §7); on a GPU all heads at once."""
-        if getattr(xp, "__name__", "") != "numpy":
+        if not on_cpu(xp):
             return 1 << 62
         return max(1, (1 << 20) // (4 * L * S))
 

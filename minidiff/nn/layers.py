@@ -18,6 +18,7 @@ import contextlib
 import math
 
 from .. import backend
+from .._parallel import on_cpu
 from .._validate import (
     MAX_SIZE,
     check_array, check_bool, check_choice, check_float_dtype, check_labels, check_positive_int, check_real, check_rng,
@@ -188,7 +189,7 @@ class GELU(Module):
 def _in_blocks(xp, fn, n, block):
     """``fn(slice)`` over ``range(n)`` in blocks of ``block`` on NumPy (cache-sized passes); one call over
     everything on CuPy, where a block loop would only add kernel launches."""
-    step = block if getattr(xp, "__name__", "") == "numpy" else max(n, 1)
+    step = block if on_cpu(xp) else max(n, 1)
     for i in range(0, n, step):
         fn(slice(i, min(i + step, n)))
 
