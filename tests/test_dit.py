@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minidiff.nn import Adam, DiTBlock, DiTDenoiser, Module, build_model, gradcheck, load, save
-from minidiff.nn.dit import patchify, sincos_pos_embed_2d, unpatchify
+from minidiff.nn import LayerNorm
+from minidiff.nn.dit import AdaLayerNorm, patchify, sincos_pos_embed_2d, unpatchify
 from nn_helpers import randomize, rn
 
 TOL = 1e-6
@@ -52,6 +53,32 @@ def test_fresh_dit_outputs_exactly_zero_and_blocks_are_identity():
     block = DiTBlock(16, 2, context_dim=6, seed=0)
     h = rn(3, 5, 16).astype("float32")
     np.testing.assert_array_equal(block(h, rn(3, 16).astype("float32"), ctx), h)  # adaLN-Zero: identity
+
+
+@given(B=st.integers(1, 4), L=st.integers(1, 6), D=st.integers(1, 9), seed=st.integers(0, 2**16),
+       scale=st.floats(1e-3, 1e3))
+def test_ada_layer_norm_is_layer_norm_then_modulation(B, L, D, seed, scale):
+    """The fused norm equals LayerNorm followed by ``(1 + scale) n + shift``, computed separately here; with
+    ``shift = scale = 0`` it is LayerNorm itself. Inputs scaled over six decades (LayerNorm is scale
+    invariant); float64, 1e-12 relative to the output's size."""
+    ada, ln = AdaLayerNorm(D, dtype="float64"), LayerNorm(D, dtype="float64")
+    for m in (ada, ln):
+        m.gamma.data[...] = rn(D, seed=seed + 1)
+        m.beta.data[...] = rn(D, seed=seed + 2)
+    x = rn(B, L, D, seed=seed) * scale + 3.0
+    shift, sc = rn(B, D, seed=seed + 3), rn(B, D, seed=seed + 4)
+    want = ln(x) * (1.0 + sc[:, None, :]) + shift[:, None, :]
+    np.testing.assert_allclose(ada(x, shift, sc), want, rtol=0, atol=1e-12 * (1 + np.abs(want).max()))
+    zeros = np.zeros((B, D))
+    np.testing.assert_allclose(ada(x, zeros, zeros), ln(x), rtol=0, atol=1e-12 * (1 + np.abs(want).max()))
+
+
+def test_ada_layer_norm_gradcheck():
+    """x, shift, scale and gamma, beta: float64 central differences."""
+    ada = randomize(AdaLayerNorm(5, dtype="float64"))
+    result = gradcheck(ada, (rn(3, 4, 5), rn(3, 5, seed=2), rn(3, 5, seed=3)))
+    assert result.max_rel_error < TOL, result.worst()
+    assert set(result.errors) == {"input0", "input1", "input2", "gamma", "beta"}
 
 
 @pytest.mark.parametrize("with_context", [False, True])

@@ -9,7 +9,7 @@ from .models import (  # noqa: F401
 )
 from .attention import FeedForward, MultiHeadAttention, TransformerBlock  # noqa: F401
 from .autoencoder import Autoencoder  # noqa: F401
-from .dit import DiTBlock, DiTDenoiser  # noqa: F401
+from .dit import AdaLayerNorm, DiTBlock, DiTDenoiser  # noqa: F401
 from .superres import SuperResDenoiser  # noqa: F401
 from .reader import GlyphReader  # noqa: F401
 from .gradcheck import GradcheckResult, gradcheck  # noqa: F401
