@@ -9,9 +9,14 @@ computed per head h on ``Q_h = X W_q[:, h]``, ``K_h = C W_k[:, h]``, ``V_h = C W
 ``d = dim / num_heads``), the heads concatenated and projected by ``W_o`` (Vaswani et al. 2017, Sec. 3.2.2,
 multi-head attention). ``C = X`` for self-attention; ``C`` is the text embedding for cross-attention.
 
-All heads of all samples are batched GEMMs over a (B, heads) batch axis; on the CPU the heads are taken
-in blocks of about 1 MB of logits, so that the softmax passes run in cache (docs/performance.md §7), and
-the blocks are shared among the cores by :func:`minidiff._parallel.run_blocks` (§8).
+All heads of all samples are batched GEMMs over (B, heads) batch axes. The heads are views of the
+projections, with no copy: head h of ``Q = X W_q`` is the column block ``Q[:, h d:(h + 1) d]``, an (L, d)
+matrix whose row stride BLAS takes as its leading dimension, and the heads' outputs are written straight
+into their column blocks of the (B, L, dim) array that ``W_o`` multiplies. The logits are computed
+transposed, ``S^T = K Q^T``, so that the softmax over the keys is a reduction over rows. On the CPU the
+samples are taken in blocks of about 1 MB of logits, so that the softmax passes run in cache
+(docs/performance.md §7), and the blocks are shared among the cores by
+:func:`minidiff._parallel.run_blocks` (§8).
 The derivation of the forward and backward passes is in docs/attention.md §1-§4; the block is §5.
 
 Layout: sequences are ``(B, L, dim)`` (tokens on the middle axis, features last), so ``Linear`` acts on
@@ -89,41 +94,31 @@ class MultiHeadAttention(Module):
         self.to_out = Linear(self.dim, self.dim, dtype=dt, seed=rng)
         self._cache = self._p_buf = self._x_self = None
 
-    def _heads(self, t):
-        """(B, N, dim) -> (B*heads, N, d): a copy laid out head-major, so each head is one GEMM operand."""
-        B, N, _ = t.shape
-        t = t.reshape(B, N, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)  # (B, heads, N, d)
-        return t.reshape(B * self.num_heads, N, self.head_dim)  # copies: (B*heads, N, d)
+    def _split(self, t, B, n, parts=1, i=0):
+        """Head ``h`` of part ``i`` of ``t (B n, parts dim)`` (columns ``[part 0 | part 1 | ...]``, each part
+        ``[head 0 | head 1 | ...]``) as a (B, heads, n, d) view, no copy: each (n, d) matrix has row stride
+        ``parts dim``, which BLAS takes as its leading dimension."""
+        t = t.reshape(B, n, parts, self.num_heads, self.head_dim)[:, :, i]  # (B, n, heads, d)
+        return t.transpose(0, 2, 1, 3)  # (B, heads, n, d)
 
     def _qkv(self, x):
-        """Self-attention's projections as one GEMM, ``x [W_q | W_k | W_v]`` (B L, 3 dim), laid out head-major
-        in one copy: returns ``q, k, v`` (B*h, L, d), contiguous views of one (3, B*h, L, d) array. Keeps
-        ``(x, W)`` for :meth:`_qkv_backward`."""
+        """Self-attention's projections as one GEMM, ``x [W_q | W_k | W_v]`` (B L, 3 dim): returns ``q, k, v``
+        (B, heads, L, d) views of it. Keeps ``(x, W)`` for :meth:`_qkv_backward`."""
         xp = backend.get_xp(x)
         B, L, _ = x.shape
         W = xp.concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)  # (dim, 3 dim)
         self._x_self = (x, W)
         qkv = x.reshape(B * L, self.dim) @ W  # (B L, dim) @ (dim, 3 dim)
-        qkv = qkv.reshape(B, L, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)  # (3, B, h, L, d)
-        qkv = xp.ascontiguousarray(qkv).reshape(3, B * self.num_heads, L, self.head_dim)
-        return qkv[0], qkv[1], qkv[2]
+        return tuple(self._split(qkv, B, L, 3, i) for i in range(3))
 
-    def _qkv_backward(self, dqkv, B):
-        """VJP of :meth:`_qkv`: ``dqkv (3, B*h, L, d)`` -> ``dx``; adds the three weight gradients."""
+    def _qkv_backward(self, dqkv):
+        """VJP of :meth:`_qkv`: ``dqkv (B L, 3 dim)``, columns ``[dQ | dK | dV]`` -> ``dx``; adds the three
+        weight gradients."""
         x, W = self._x_self
-        L = x.shape[1]
-        d2 = dqkv.reshape(3, B, self.num_heads, L, self.head_dim).transpose(1, 3, 0, 2, 4)  # (B, L, 3, h, d)
-        d2 = d2.reshape(B * L, 3 * self.dim)  # copies: (B L, 3 dim), columns [dQ | dK | dV]
-        dW = x.reshape(B * L, self.dim).T @ d2  # (dim, B L) @ (B L, 3 dim)
+        dW = x.reshape(-1, self.dim).T @ dqkv  # (dim, B L) @ (B L, 3 dim)
         for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
             lin.W.grad += dW[:, i * self.dim:(i + 1) * self.dim]
-        return (d2 @ W.T).reshape(x.shape)  # (B L, 3 dim) @ (3 dim, dim) -> (B, L, dim)
-
-    def _merge(self, t, B):
-        """(B*heads, N, d) -> (B, N, dim), the inverse of :meth:`_heads`."""
-        _, N, d = t.shape
-        t = t.reshape(B, self.num_heads, N, d).transpose(0, 2, 1, 3)  # (B, N, heads, d)
-        return t.reshape(B, N, self.dim)  # copies: (B, N, dim)
+        return (dqkv @ W.T).reshape(x.shape)  # (B L, 3 dim) @ (3 dim, dim) -> (B, L, dim)
 
     def forward(self, x, context=None, mask=None):
         """``x (B, L, dim)``; ``context (B, S, context_dim)`` or None (self-attention); ``mask (B, S)``
@@ -136,42 +131,43 @@ class MultiHeadAttention(Module):
         if S == 0:
             raise ValueError("the context has no key to attend to (S = 0); it needs at least one token")
         keep = self._check_mask(mask, B, S, x)
-        scale = 1.0 / math.sqrt(self.head_dim)
         if context is None:  # self-attention: Q, K and V from one GEMM against [W_q | W_k | W_v]
             q, k, v = self._qkv(x)
         else:
-            q = self._heads(self.to_q(x))  # (B, L, dim) -> (B*h, L, d)
-            k = self._heads(self.to_k(c))  # (B*h, S, d)
-            v = self._heads(self.to_v(c))  # (B*h, S, d)
+            q = self._split(self.to_q(x), B, L)  # (B, L, dim) -> (B, h, L, d) view
+            k = self._split(self.to_k(c), B, S)  # (B, h, S, d)
+            v = self._split(self.to_v(c), B, S)
             self._x_self = None
-        q *= scale  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
-        BH = B * self.num_heads
-        p = self._weights_buffer(xp, (BH, L, S), q.dtype)  # the attention weights P, kept for backward
-        o = xp.empty_like(q)  # (B*h, L, d)
+        q *= 1.0 / math.sqrt(self.head_dim)  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
+        # The logits are computed transposed, S^T = K Q^T (B, h, S, L): the softmax over the keys is then a
+        # reduction over rows, which NumPy vectorises along the contiguous query axis (docs/performance.md §8)
+        pt = self._weights_buffer(xp, (B, self.num_heads, S, L), q.dtype)  # P^T, kept for backward
+        o = xp.empty((B, L, self.dim), dtype=q.dtype)  # the heads' outputs, concatenated in place
+        oh = self._split(o, B, L)  # (B, h, L, d) view
+        floor = xp.full((L,), _LOGIT_FLOOR, dtype=q.dtype)
         bias = keepf = None
-        if keep is not None:  # per (sample, head) row: 0 / -inf logit bias, and 1 / 0 weights
-            keep_bh = xp.repeat(keep, self.num_heads, axis=0)[:, None, :]  # (B, S) -> (B*h, 1, S)
-            bias = xp.where(keep_bh, 0.0, -xp.inf).astype(x.dtype)
-            keepf = keep_bh.astype(x.dtype)
+        if keep is not None:  # per key: 0 / -inf logit bias, and 1 / 0 weights, broadcast over heads and queries
+            bias = xp.where(keep, 0.0, -xp.inf).astype(x.dtype)[:, None, :, None]  # (B, 1, S, 1)
+            keepf = keep.astype(x.dtype)[:, None, :, None]
 
-        def block(j):  # a block of heads: its logits stay in cache through every softmax pass
-            s = xp.matmul(q[j], k[j].transpose(0, 2, 1), out=p[j])  # (c, L, d) @ (c, d, S) -> (c, L, S)
+        def block(j):  # a block of samples: its logits stay in cache through every softmax pass
+            st = xp.matmul(k[j], q[j].transpose(0, 1, 3, 2), out=pt[j])  # (c,h,S,d) @ (c,h,d,L) -> (c,h,S,L)
             if bias is not None:
-                s += bias[j]
-            s -= s.max(axis=-1, keepdims=True)  # stable softmax: every row's largest logit becomes 0
-            xp.maximum(s, _LOGIT_FLOOR, out=s)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
-            xp.exp(s, out=s)
+                st += bias[j]
+            st -= st.max(axis=2, keepdims=True)  # stable softmax: each query's largest logit becomes 0
+            xp.maximum(st, floor, out=st)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
+            xp.exp(st, out=st)
             if keepf is not None:
-                s *= keepf[j]  # masked keys: weight exactly 0
-            s *= 1.0 / s.sum(axis=-1, keepdims=True)  # each row of P sums to 1 (the row max gives exp(0) = 1)
-            xp.matmul(s, v[j], out=o[j])  # (c, L, S) @ (c, S, d) -> (c, L, d)
+                st *= keepf[j]  # masked keys: weight exactly 0
+            st *= 1.0 / st.sum(axis=2, keepdims=True)  # each query's weights sum to 1 (its max gives exp(0) = 1)
+            xp.matmul(st.transpose(0, 1, 3, 2), v[j], out=oh[j])  # O = P V: (c,h,L,S) @ (c,h,S,d) -> (c,h,L,d)
 
-        run_blocks(xp, block, BH, self._chunk(xp, L, S))  # on NumPy: blocks in parallel, 1 BLAS thread each
-        self._cache = (q, k, v, p, o, B, context is None)
-        return self.to_out(self._merge(o, B))
+        run_blocks(xp, block, B, self._chunk(xp, self.num_heads * L * S))  # NumPy: blocks in parallel
+        self._cache = (q, k, v, pt, o, B, context is None)
+        return self.to_out(o)
 
     def _weights_buffer(self, xp, shape, dtype):
-        """The array P is written into: the previous forward's when the shape matches. A fresh 39 MB array
+        """The array P^T is written into: the previous forward's when the shape matches. A fresh 39 MB array
         (256 heads of 196 x 196) costs its page faults on first touch, inside the threads that fill it;
         reused, it costs nothing (docs/performance.md §8). So :attr:`attention` is overwritten by the next
         forward: copy it to keep it."""
@@ -181,42 +177,46 @@ class MultiHeadAttention(Module):
         return buf
 
     @staticmethod
-    def _chunk(xp, L, S):
-        """Heads per block: on the CPU about 1 MB of logits, so the five softmax passes over a block run
-        in cache rather than main memory (docs/performance.md §7); on a GPU all heads at once."""
+    def _chunk(xp, logits_per_sample):
+        """Samples per block: on the CPU about 1 MB of logits, so the five softmax passes over a block run
+        in cache rather than main memory (docs/performance.md §7); on a GPU all samples at once."""
         if not on_cpu(xp):
             return 1 << 62
-        return max(1, (1 << 20) // (4 * L * S))
+        return max(1, (1 << 18) // logits_per_sample)
 
     def backward(self, dy):
         """``dy (B, L, dim)`` -> ``dx``, or ``(dx, dcontext)`` when forward was given a context."""
-        q, k, v, p, o, B, is_self = self._cache
+        q, k, v, pt, o, B, is_self = self._cache
         xp = backend.get_xp(q)
-        scale = 1.0 / math.sqrt(self.head_dim)
-        do = self._heads(self.to_out.backward(dy))  # (B, L, dim) -> (B*h, L, d)
-        BH, L, S = p.shape
-        if is_self:  # one array for the three, in the layout _qkv_backward reads
-            dqkv = xp.empty((3,) + q.shape, dtype=q.dtype)
-            dq, dk, dv = dqkv[0], dqkv[1], dqkv[2]
+        _, h, S, L = pt.shape
+        d = self.head_dim
+        do = self.to_out.backward(dy)  # (B, L, dim)
+        # sum_j dP_ij P_ij = dO_i . O_i per (sample, query, head), on the (L, d) side: (B L h, d) @ (d, 1)
+        r = ((do * o).reshape(-1, d) @ xp.ones((d, 1), dtype=do.dtype)).reshape(B, L, h).transpose(0, 2, 1)
+        doh = self._split(do, B, L)  # (B, h, L, d) view
+        if is_self:  # one (B L, 3 dim) array, [dQ | dK | dV], the layout _qkv_backward reads
+            dqkv = xp.empty((B * L, 3 * self.dim), dtype=q.dtype)
+            dq, dk, dv = (self._split(dqkv, B, L, 3, i) for i in range(3))
         else:
-            dq, dk, dv = xp.empty_like(q), xp.empty_like(k), xp.empty_like(v)
+            dq_, dk_, dv_ = (xp.empty((B * n, self.dim), dtype=q.dtype) for n in (L, S, S))
+            dq, dk, dv = self._split(dq_, B, L), self._split(dk_, B, S), self._split(dv_, B, S)
 
-        def block(j):  # per block of heads, as in forward
-            pj = p[j]
-            xp.matmul(pj.transpose(0, 2, 1), do[j], out=dv[j])  # dV = P^T dO: (c, S, L) @ (c, L, d)
-            dp = do[j] @ v[j].transpose(0, 2, 1)  # dP = dO V^T: (c, L, d) @ (c, d, S) -> (c, L, S)
-            dp -= (do[j] * o[j]).sum(axis=-1, keepdims=True)  # sum_j dP_ij P_ij = dO_i . O_i: (c, L, 1)
-            dp *= pj  # dS = P * (dP - rowsum(dP * P))
-            xp.matmul(dp, k[j], out=dq[j])  # dQ (scaled Q): (c, L, S) @ (c, S, d)
-            xp.matmul(dp.transpose(0, 2, 1), q[j], out=dk[j])  # dK = dS^T (Q / sqrt(d)): q already scaled
+        def block(j):  # per block of samples, as in forward
+            ptj = pt[j]  # P^T (c, h, S, L)
+            xp.matmul(ptj, doh[j], out=dv[j])  # dV = P^T dO: (c,h,S,L) @ (c,h,L,d)
+            dst = xp.matmul(v[j], doh[j].transpose(0, 1, 3, 2))  # dP^T = V dO^T: (c,h,S,d) @ (c,h,d,L)
+            dst -= r[j][:, :, None, :]  # dP - rowsum(dP * P), each query a column here
+            dst *= ptj  # dS^T = P^T * (dP^T - ...)
+            xp.matmul(dst.transpose(0, 1, 3, 2), k[j], out=dq[j])  # dQ (scaled Q) = dS K: (c,h,L,S) @ (c,h,S,d)
+            xp.matmul(dst, q[j], out=dk[j])  # dK = dS^T (Q / sqrt(d)): q is already scaled
 
-        run_blocks(xp, block, BH, self._chunk(xp, L, S))
-        dq *= scale
+        run_blocks(xp, block, B, self._chunk(xp, h * L * S))
+        dq *= 1.0 / math.sqrt(d)
         if is_self:
-            return self._qkv_backward(dqkv, B)
-        dx = self.to_q.backward(self._merge(dq, B))
-        dc = self.to_k.backward(self._merge(dk, B))
-        dc += self.to_v.backward(self._merge(dv, B))
+            return self._qkv_backward(dqkv)
+        dx = self.to_q.backward(dq_.reshape(B, L, self.dim))
+        dc = self.to_k.backward(dk_.reshape(B, S, self.dim))
+        dc += self.to_v.backward(dv_.reshape(B, S, self.dim))
         return dx, dc
 
     @property
@@ -225,8 +225,7 @@ class MultiHeadAttention(Module):
         the next forward: copy it to keep it."""
         if self._cache is None:
             return None
-        p, B = self._cache[3], self._cache[5]
-        return p.reshape(B, self.num_heads, p.shape[1], p.shape[2])  # (B*h, L, S) -> (B, h, L, S), a view
+        return self._cache[3].transpose(0, 1, 3, 2)  # P^T (B, h, S, L) -> P (B, h, L, S), a view
 
     # -- validation ---------------------------------------------------------------------------------
     def _check_context(self, x, context):
