@@ -168,6 +168,22 @@ def test_backward_accumulates_and_zero_grad():
     assert not lin.W.grad.any() and not lin.b.grad.any()
 
 
+@given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=20))
+def test_gelu_is_the_tanh_form_and_close_to_the_erf_form(values):
+    """GELU's forward against ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` written out here with
+    math.tanh in float64: within 1e-12 relative plus 1e-15 |x| absolute (tanh carries an absolute rounding
+    error ~1e-16, which ``x (1 + tanh) / 2`` turns into ~1e-16 |x| where 1 + tanh cancels), and within 1e-3
+    of the exact ``x Phi(x)`` (the tanh form's largest error is about 5e-4, near |x| = 2; Hendrycks &
+    Gimpel 2016)."""
+    x = np.array(values, dtype=np.float64)
+    y = H(GELU()(D(x)))
+    c = math.sqrt(2.0 / math.pi)
+    want = np.array([v / 2 * (1 + math.tanh(c * (v + 0.044715 * v ** 3))) for v in values])
+    assert np.all(np.abs(y - want) <= 1e-12 * np.abs(want) + 1e-15 * np.abs(x)), (y, want)
+    exact = np.array([v / 2 * (1 + math.erf(v / math.sqrt(2))) for v in values])
+    np.testing.assert_allclose(y, exact, rtol=0, atol=1e-3)
+
+
 def test_silu_extreme_inputs_no_overflow_float32():
     x = D(np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32))
     with warnings.catch_warnings():

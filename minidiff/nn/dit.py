@@ -194,16 +194,17 @@ class DiTBlock(Module):
     def backward(self, dy):
         xp = backend.get_xp(dy)
         o1, o2, g1, g2 = self._cache
-        dg2 = (dy * o2).sum(axis=1)  # (B, L, D) -> (B, D)
-        dn2, ds2, da2 = self.norm2.backward(self.mlp.backward(dy * g2[:, None, :]))
-        dh = dy + dn2
+        ones_L = xp.ones((1, dy.shape[1]), dtype=dy.dtype)  # sums over the tokens as GEMVs
+        dg2 = (ones_L @ (dy * o2))[:, 0]  # (1, L) @ (B, L, D) -> (B, 1, D) -> (B, D)
+        dh, ds2, da2 = self.norm2.backward(self.mlp.backward(dy * g2[:, None, :]))
+        dh += dy
         dcontext = None
         if self.cross is not None:
             dq, dcontext = self.cross.backward(dh)
-            dh = dh + self.norm_c.backward(dq)
-        dg1 = (dh * o1).sum(axis=1)
-        dn1, ds1, da1 = self.norm1.backward(self.attn.backward(dh * g1[:, None, :]))
-        dx = dh + dn1
+            dh += self.norm_c.backward(dq)
+        dg1 = (ones_L @ (dh * o1))[:, 0]
+        dx, ds1, da1 = self.norm1.backward(self.attn.backward(dh * g1[:, None, :]))
+        dx += dh
         dmod = xp.stack([ds1, da1, dg1, ds2, da2, dg2], axis=1).reshape(dy.shape[0], 6 * self.dim)  # (B, 6D)
         dc_act = self.ada.backward(dmod)
         return (dx, dc_act) if dcontext is None else (dx, dc_act, dcontext)
