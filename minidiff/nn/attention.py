@@ -74,8 +74,10 @@ class MultiHeadAttention(Module):
     dtype, seed : parameter dtype (float32/float64) and initialisation seed or Generator.
 
     Submodules ``to_q``, ``to_k``, ``to_v`` (no bias) and ``to_out`` (with bias), as diffusers names them.
-    After a forward pass, :attr:`attention` holds the weights ``P`` as (B, heads, L, S): a view of an array
-    that the next forward of the same shape overwrites (copy it to keep it).
+    After a forward pass, :attr:`attention` gives the weights ``P`` as (B, heads, L, S). The forward keeps
+    them unnormalised and transposed, ``E^T = exp(S^T - max)`` with the sums ``z`` over the keys, and
+    divides the (L, d) outputs by ``z`` instead of the (S, L) weights: ``O = (E V) / z``; the backward
+    uses ``P^T = E^T / z`` (docs/attention.md §4).
     """
 
     def __init__(self, dim: int, num_heads: int = 4, context_dim=None, dtype="float32", seed=None):
@@ -102,20 +104,22 @@ class MultiHeadAttention(Module):
         return t.transpose(0, 2, 1, 3)  # (B, heads, n, d)
 
     def _qkv(self, x):
-        """Self-attention's projections as one GEMM, ``x [W_q | W_k | W_v]`` (B L, 3 dim): returns ``q, k, v``
-        (B, heads, L, d) views of it. Keeps ``(x, W)`` for :meth:`_qkv_backward`."""
+        """Self-attention's projections as one GEMM, ``x [W_q / sqrt(d) | W_k | W_v]`` (B L, 3 dim): returns
+        ``q / sqrt(d), k, v``, (B, heads, L, d) views of it. Keeps ``(x, W)`` for :meth:`_qkv_backward`."""
         xp = backend.get_xp(x)
         B, L, _ = x.shape
-        W = xp.concatenate([self.to_q.W.data, self.to_k.W.data, self.to_v.W.data], axis=1)  # (dim, 3 dim)
+        scale = 1.0 / math.sqrt(self.head_dim)  # folded into W_q: S = (Q / sqrt(d)) K^T, at no extra pass
+        W = xp.concatenate([self.to_q.W.data * scale, self.to_k.W.data, self.to_v.W.data], axis=1)  # (dim, 3 dim)
         self._x_self = (x, W)
         qkv = x.reshape(B * L, self.dim) @ W  # (B L, dim) @ (dim, 3 dim)
         return tuple(self._split(qkv, B, L, 3, i) for i in range(3))
 
     def _qkv_backward(self, dqkv):
-        """VJP of :meth:`_qkv`: ``dqkv (B L, 3 dim)``, columns ``[dQ | dK | dV]`` -> ``dx``; adds the three
-        weight gradients."""
+        """VJP of :meth:`_qkv`: ``dqkv (B L, 3 dim)``, columns ``[dQ' | dK | dV]`` with ``Q' = Q / sqrt(d)``
+        -> ``dx``; adds the three weight gradients (``dW_q = x^T dQ' / sqrt(d)``)."""
         x, W = self._x_self
         dW = x.reshape(-1, self.dim).T @ dqkv  # (dim, B L) @ (B L, 3 dim)
+        dW[:, :self.dim] *= 1.0 / math.sqrt(self.head_dim)
         for i, lin in enumerate((self.to_q, self.to_k, self.to_v)):
             lin.W.grad += dW[:, i * self.dim:(i + 1) * self.dim]
         return (dqkv @ W.T).reshape(x.shape)  # (B L, 3 dim) @ (3 dim, dim) -> (B, L, dim)
@@ -131,46 +135,51 @@ class MultiHeadAttention(Module):
         if S == 0:
             raise ValueError("the context has no key to attend to (S = 0); it needs at least one token")
         keep = self._check_mask(mask, B, S, x)
-        if context is None:  # self-attention: Q, K and V from one GEMM against [W_q | W_k | W_v]
+        if context is None:  # self-attention: Q / sqrt(d), K and V from one GEMM against [W_q / sqrt(d) | W_k | W_v]
             q, k, v = self._qkv(x)
         else:
             q = self._split(self.to_q(x), B, L)  # (B, L, dim) -> (B, h, L, d) view
             k = self._split(self.to_k(c), B, S)  # (B, h, S, d)
             v = self._split(self.to_v(c), B, S)
+            q *= 1.0 / math.sqrt(self.head_dim)  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
             self._x_self = None
-        q *= 1.0 / math.sqrt(self.head_dim)  # fold 1/sqrt(d) into Q once: S = (Q/sqrt(d)) K^T
         # The logits are computed transposed, S^T = K Q^T (B, h, S, L): the softmax over the keys is then a
         # reduction over rows, which NumPy vectorises along the contiguous query axis (docs/performance.md §8)
-        pt = self._weights_buffer(xp, (B, self.num_heads, S, L), q.dtype)  # P^T, kept for backward
+        # The weights are kept unnormalised, E^T = exp(S^T - max), with 1/z = 1 / (column sums of E^T): the
+        # division by z is applied to the (L, d) outputs, not to the (S, L) weights (one pass fewer)
+        et = self._weights_buffer(xp, (B, self.num_heads, S, L), q.dtype)  # E^T, kept for backward
+        zinv = xp.empty((B, self.num_heads, 1, L), dtype=q.dtype)  # 1 / z per query
         o = xp.empty((B, L, self.dim), dtype=q.dtype)  # the heads' outputs, concatenated in place
         oh = self._split(o, B, L)  # (B, h, L, d) view
         floor = xp.full((L,), _LOGIT_FLOOR, dtype=q.dtype)
+        ones_S = xp.ones((1, S), dtype=q.dtype)
         bias = keepf = None
         if keep is not None:  # per key: 0 / -inf logit bias, and 1 / 0 weights, broadcast over heads and queries
             bias = xp.where(keep, 0.0, -xp.inf).astype(x.dtype)[:, None, :, None]  # (B, 1, S, 1)
             keepf = keep.astype(x.dtype)[:, None, :, None]
 
         def block(j):  # a block of samples: its logits stay in cache through every softmax pass
-            st = xp.matmul(k[j], q[j].transpose(0, 1, 3, 2), out=pt[j])  # (c,h,S,d) @ (c,h,d,L) -> (c,h,S,L)
+            st = xp.matmul(k[j], q[j].transpose(0, 1, 3, 2), out=et[j])  # (c,h,S,d) @ (c,h,d,L) -> (c,h,S,L)
             if bias is not None:
                 st += bias[j]
             st -= st.max(axis=2, keepdims=True)  # stable softmax: each query's largest logit becomes 0
             xp.maximum(st, floor, out=st)  # avoid subnormal exp (masked -inf -> -80, zeroed below)
-            xp.exp(st, out=st)
+            xp.exp(st, out=st)  # E^T
             if keepf is not None:
                 st *= keepf[j]  # masked keys: weight exactly 0
-            st *= 1.0 / st.sum(axis=2, keepdims=True)  # each query's weights sum to 1 (its max gives exp(0) = 1)
-            xp.matmul(st.transpose(0, 1, 3, 2), v[j], out=oh[j])  # O = P V: (c,h,L,S) @ (c,h,S,d) -> (c,h,L,d)
+            zj = xp.matmul(ones_S, st, out=zinv[j])  # z = sum over keys, >= 1 (the max gives exp(0) = 1)
+            xp.reciprocal(zj, out=zj)
+            xp.matmul(st.transpose(0, 1, 3, 2), v[j], out=oh[j])  # E V: (c,h,L,S) @ (c,h,S,d) -> (c,h,L,d)
+            oh[j] *= zj.transpose(0, 1, 3, 2)  # O = P V = (E V) / z, per query
 
         run_blocks(xp, block, B, self._chunk(xp, self.num_heads * L * S))  # NumPy: blocks in parallel
-        self._cache = (q, k, v, pt, o, B, context is None)
+        self._cache = (q, k, v, et, o, B, context is None, zinv)
         return self.to_out(o)
 
     def _weights_buffer(self, xp, shape, dtype):
-        """The array P^T is written into: the previous forward's when the shape matches. A fresh 39 MB array
+        """The array E^T is written into: the previous forward's when the shape matches. A fresh 39 MB array
         (256 heads of 196 x 196) costs its page faults on first touch, inside the threads that fill it;
-        reused, it costs nothing (docs/performance.md §8). So :attr:`attention` is overwritten by the next
-        forward: copy it to keep it."""
+        reused, it costs nothing (docs/performance.md §8)."""
         buf = self._p_buf
         if buf is None or buf.shape != shape or buf.dtype != dtype or backend.get_xp(buf) is not xp:
             buf = self._p_buf = xp.empty(shape, dtype=dtype)
@@ -186,13 +195,14 @@ class MultiHeadAttention(Module):
 
     def backward(self, dy):
         """``dy (B, L, dim)`` -> ``dx``, or ``(dx, dcontext)`` when forward was given a context."""
-        q, k, v, pt, o, B, is_self = self._cache
+        q, k, v, et, o, B, is_self, zinv = self._cache
         xp = backend.get_xp(q)
-        _, h, S, L = pt.shape
+        _, h, S, L = et.shape
         d = self.head_dim
         do = self.to_out.backward(dy)  # (B, L, dim)
-        # sum_j dP_ij P_ij = dO_i . O_i per (sample, query, head), on the (L, d) side: (B L h, d) @ (d, 1)
+        # r_i = sum_j dP_ij P_ij = dO_i . O_i per (sample, query, head), on the (L, d) side: (B L h, d) @ (d, 1)
         r = ((do * o).reshape(-1, d) @ xp.ones((d, 1), dtype=do.dtype)).reshape(B, L, h).transpose(0, 2, 1)
+        rz = (r * zinv[:, :, 0, :])[:, :, None, :]  # r / z: (B, h, 1, L)
         doh = self._split(do, B, L)  # (B, h, L, d) view
         if is_self:  # one (B L, 3 dim) array, [dQ | dK | dV], the layout _qkv_backward reads
             dqkv = xp.empty((B * L, 3 * self.dim), dtype=q.dtype)
@@ -201,19 +211,20 @@ class MultiHeadAttention(Module):
             dq_, dk_, dv_ = (xp.empty((B * n, self.dim), dtype=q.dtype) for n in (L, S, S))
             dq, dk, dv = self._split(dq_, B, L), self._split(dk_, B, S), self._split(dv_, B, S)
 
-        def block(j):  # per block of samples, as in forward
-            ptj = pt[j]  # P^T (c, h, S, L)
-            xp.matmul(ptj, doh[j], out=dv[j])  # dV = P^T dO: (c,h,S,L) @ (c,h,L,d)
-            dst = xp.matmul(v[j], doh[j].transpose(0, 1, 3, 2))  # dP^T = V dO^T: (c,h,S,d) @ (c,h,d,L)
-            dst -= r[j][:, :, None, :]  # dP - rowsum(dP * P), each query a column here
-            dst *= ptj  # dS^T = P^T * (dP^T - ...)
-            xp.matmul(dst.transpose(0, 1, 3, 2), k[j], out=dq[j])  # dQ (scaled Q) = dS K: (c,h,L,S) @ (c,h,S,d)
-            xp.matmul(dst, q[j], out=dk[j])  # dK = dS^T (Q / sqrt(d)): q is already scaled
+        def block(j):  # per block of samples, as in forward; P^T = E^T / z (each query a column)
+            etj = et[j]  # E^T (c, h, S, L)
+            dos = doh[j] * zinv[j].transpose(0, 1, 3, 2)  # dO / z per query: (c, h, L, d)
+            xp.matmul(etj, dos, out=dv[j])  # dV = P^T dO = E^T (dO / z): (c,h,S,L) @ (c,h,L,d)
+            dst = xp.matmul(v[j], dos.transpose(0, 1, 3, 2))  # dP^T / z = V (dO / z)^T: (c,h,S,d) @ (c,h,d,L)
+            dst -= rz[j]  # (dP^T - r) / z
+            dst *= etj  # dS^T = P^T * (dP^T - r) = E^T * (dP^T - r) / z
+            xp.matmul(dst.transpose(0, 1, 3, 2), k[j], out=dq[j])  # dQ' = dS K: (c,h,L,S) @ (c,h,S,d)
+            xp.matmul(dst, q[j], out=dk[j])  # dK = dS^T Q': q holds Q' = Q / sqrt(d)
 
         run_blocks(xp, block, B, self._chunk(xp, h * L * S))
-        dq *= 1.0 / math.sqrt(d)
         if is_self:
             return self._qkv_backward(dqkv)
+        dq *= 1.0 / math.sqrt(d)  # dQ = dQ' / sqrt(d)
         dx = self.to_q.backward(dq_.reshape(B, L, self.dim))
         dc = self.to_k.backward(dk_.reshape(B, S, self.dim))
         dc += self.to_v.backward(dv_.reshape(B, S, self.dim))
@@ -221,11 +232,12 @@ class MultiHeadAttention(Module):
 
     @property
     def attention(self):
-        """The attention weights ``P`` of the last forward pass, (B, heads, L, S); None before one. Valid until
-        the next forward: copy it to keep it."""
+        """The attention weights ``P`` of the last forward pass, (B, heads, L, S), a new array computed from
+        the kept ``E^T`` and ``1/z``; None before one."""
         if self._cache is None:
             return None
-        return self._cache[3].transpose(0, 1, 3, 2)  # P^T (B, h, S, L) -> P (B, h, L, S), a view
+        et, zinv = self._cache[3], self._cache[7]
+        return (et * zinv).transpose(0, 1, 3, 2)  # P^T = E^T / z (B, h, S, L) -> P (B, h, L, S)
 
     # -- validation ---------------------------------------------------------------------------------
     def _check_context(self, x, context):

@@ -167,10 +167,12 @@ class GELU(Module):
         x, s = self._x, self._s
         xp = backend.get_xp(s)
         dyf = xp.ascontiguousarray(dy).reshape(-1)
-        d, u = xp.empty_like(s), xp.empty_like(s)
+        d = xp.empty_like(s)
+        u = xp.empty((min(self._block, s.size) if on_cpu(xp) else s.size,), dtype=s.dtype)  # one block's temp
 
         def block(j):
-            dj, uj, xj, sj = d[j], u[j], x[j], s[j]
+            dj, xj, sj = d[j], x[j], s[j]
+            uj = u[:j.stop - j.start]
             xp.multiply(xj, xj, out=dj)
             dj *= 6.0 * self._a * self._c
             dj += 2.0 * self._c
