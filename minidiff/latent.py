@@ -63,8 +63,9 @@ def train_autoencoder(ae: Autoencoder, data, *, steps: int, batch_size: int = 64
         noise = rng.standard_normal((batch_size,) + ae.latent_shape(x.shape[1:]), dtype=dtype)
         x_hat = ae(x, noise=noise)
         err = x_hat - x
-        recon = float(xp.vdot(err.reshape(-1), err.reshape(-1))) / (batch_size * D)  # one host sync per step
-        kl = ae.kl()
+        recon_t = xp.vdot(err.reshape(-1), err.reshape(-1)) / (batch_size * D)
+        # the one device -> host sync of the step (besides clipping's): both terms of the loss together
+        recon, kl = (float(v) for v in backend.to_numpy(xp.stack([recon_t, ae._kl_array()])))
         loss = recon + beta * kl / D
         if not math.isfinite(loss):
             raise FloatingPointError(f"autoencoder training diverged at step {step + 1} (loss {loss})")

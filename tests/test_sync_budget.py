@@ -10,7 +10,8 @@ import pytest
 
 from minidiff import backend
 from minidiff.ideal import IdealDenoiser
-from minidiff.nn import MLPDenoiser, UNetDenoiser, clip_grad_norm
+from minidiff.latent import train_autoencoder
+from minidiff.nn import Autoencoder, MLPDenoiser, UNetDenoiser, clip_grad_norm
 from minidiff.samplers import METHODS, iter_sample
 from minidiff.schedules import Schedule
 from minidiff.training import train
@@ -105,3 +106,12 @@ def test_model_forward_copies_nothing_to_the_device(strict_counter, xp):
     model(x, 0.5)
     model(x, 0.7)
     assert strict_counter.h2d == 0 and strict_counter.syncs == 0
+
+
+def test_autoencoder_training_step_budget(strict_counter, xp):
+    """The VAE's loop: reconstruction and KL terms in one sync, clipping in another."""
+    data = backend.default_rng(0, xp=xp).standard_normal((16, 1, 8, 8), dtype="float32")
+    ae = Autoencoder(1, latent_channels=2, base_channels=4, channel_mult=(1, 2), seed=0)
+    gen = train_autoencoder(ae, data, steps=6, batch_size=4, seed=0)
+    syncs, h2d = _per_step(strict_counter, gen, warmup=1, steps=2)
+    assert syncs <= 2 and h2d == 0, (syncs, h2d)

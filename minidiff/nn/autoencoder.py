@@ -137,10 +137,13 @@ class Autoencoder(Module):
     def kl(self) -> float:
         r"""``KL(q(z|x) || N(0, I)) = 1/2 sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)`` of the last
         forward, averaged over the batch (Kingma & Welling 2013, App. B). A Python float (one host sync)."""
+        return float(self._kl_array())
+
+    def _kl_array(self):
+        """:meth:`kl` as a 0-d array on the parameters' device (no host sync)."""
         xp = backend.get_xp(self._mu)
         mu, logvar = self._mu, self._logvar
-        B = mu.shape[0]
-        return float(0.5 * xp.sum(mu * mu + xp.exp(logvar) - 1.0 - logvar) / B)
+        return 0.5 * xp.sum(mu * mu + xp.exp(logvar) - 1.0 - logvar) / mu.shape[0]
 
     def backward(self, d_x_hat, d_kl: float = 0.0):
         xp = backend.get_xp(d_x_hat)
