@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minidiff import _parallel
@@ -54,6 +54,37 @@ def test_every_index_is_visited_once(n, block, w):
     with workers(w):
         _parallel.run_blocks(np, fn, n, block)
     assert sorted(seen) == list(range(n))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 300), block=st.integers(1, 300), w=st.integers(2, 4))
+@example(n=64, block=27, w=2)
+def test_runs_get_equal_shares(n, block, w):
+    """The blocks are evened out before they are dealt into one run per thread: no run holds more than
+    one block's worth of indices above another's, and no block is longer than asked (64 in blocks of 27
+    would otherwise split 27 / 37; now 32 / 32)."""
+    runs, lock, run = [], threading.Lock(), _parallel._run
+
+    def recording_run(fn, slices):
+        with lock:
+            runs.append([(j.start, j.stop) for j in slices])
+        run(fn, slices)
+
+    _parallel._run = recording_run
+    try:
+        with workers(w):
+            _parallel.run_blocks(np, lambda j: None, n, block)
+    finally:
+        _parallel._run = run
+    if -(-n // block) < 2:
+        assert runs == []  # one block: run in the caller, no hand-off
+        return
+    sizes = [sum(b - a for a, b in r) for r in runs]
+    longest = max(b - a for r in runs for a, b in r)
+    assert sum(sizes) == n and longest <= block
+    assert max(sizes) - min(sizes) <= longest, (sizes, longest)
+    if (n, block, w) == (64, 27, 2):
+        assert sorted(sizes) == [32, 32]
 
 
 def test_blocks_run_on_several_threads_with_one_blas_thread_and_blas_gets_its_threads_back(use_workers):
