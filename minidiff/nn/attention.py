@@ -151,6 +151,8 @@ class MultiHeadAttention(Module):
         zinv = xp.empty((B, self.num_heads, 1, L), dtype=q.dtype)  # 1 / z per query
         o = xp.empty((B, L, self.dim), dtype=q.dtype)  # the heads' outputs, concatenated in place
         oh = self._split(o, B, L)  # (B, h, L, d) view
+        # the floor as a broadcast row, not a scalar: NumPy's maximum with a float32 scalar took 90 us per
+        # 230k logits, with a row 40 us (docs/performance.md §8)
         floor = xp.full((L,), _LOGIT_FLOOR, dtype=q.dtype)
         ones_S = xp.ones((1, S), dtype=q.dtype)
         bias = keepf = None
