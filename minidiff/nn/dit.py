@@ -159,8 +159,9 @@ class DiTBlock(Module):
 
     Backward (``sum_L`` sums over the tokens): ``dg_2 = sum_L dy * MLP(.)``, ``dh_2 = MLP^T(g_2 dy)``,
     ``ds_2 = sum_L dh_2``, ``da_2 = sum_L dh_2 n_2``, ``dx_2 = dy + LN_2^T (dh_2 (1 + a_2))``; the same
-    through the cross-attention and the first branch; ``dc_act = W_mod^T [ds_1, da_1, dg_1, ...]``.
-    ``forward(x, c_act, context=None, context_mask=None)``; ``backward(dy) -> (dx, dc_act)``, or
+    through the cross-attention and the first branch; ``dc_act = W_mod^T [ds_1, da_1, dg_1, ...]``. Each
+    ``LN_k`` and its modulation are one :class:`AdaLayerNorm` (``norm1``, ``norm2``), which computes
+    ``da`` without storing ``n`` (docs/latent.md §3). ``forward(x, c_act, context=None, context_mask=None)``; ``backward(dy) -> (dx, dc_act)``, or
     ``(dx, dc_act, dcontext)`` with a context.
     """
 
