@@ -215,16 +215,24 @@ def make_activation(name: str) -> Module:
     return ACTIVATIONS[check_choice(name, "activation", sorted(ACTIVATIONS))]()
 
 
-def _norm_backward(dy, xhat, inv_std, gamma, axes, n, sum_fn=None):
-    r"""Shared normalisation VJP. With ``g = dy * gamma`` (the gradient w.r.t. ``xhat``):
-    ``dx = inv_std (g - mean(g) - xhat mean(g xhat))``, means over the normalised axes (n elements).
-    ``sum_fn(a)``: the sums over those axes with kept dimensions (default ``a.sum(axis=axes)``)."""
-    if sum_fn is None:
-        def sum_fn(a):
-            return a.sum(axis=axes, keepdims=True)
+def _normalize_last(x, eps):
+    r"""``(xhat, inv_std)`` with ``xhat = (x - mu) / sqrt(var + eps)``, mean and variance over the last
+    axis (Ba et al. 2016), ``inv_std`` kept as a length-1 last axis; the sums are GEMVs (:func:`_sum_last`).
+    Shared by :class:`LayerNorm` and the DiT's ``AdaLayerNorm``."""
+    n = x.shape[-1]
+    xhat = x - _sum_last(x) * (1.0 / n)  # x - mu, normalised in place below
+    inv_std = 1.0 / backend.get_xp(x).sqrt(_sum_last(xhat * xhat) * (1.0 / n) + eps)
+    xhat *= inv_std
+    return xhat, inv_std
+
+
+def _norm_backward(dy, xhat, inv_std, gamma):
+    r"""The LayerNorm VJP over the last axis (n elements). With ``g = dy * gamma`` (the gradient w.r.t.
+    ``xhat``): ``dx = inv_std (g - mean(g) - xhat mean(g xhat))``."""
+    n = xhat.shape[-1]
     g = dy * gamma
-    mean_g = sum_fn(g) * (1.0 / n)
-    mean_gx = sum_fn(g * xhat) * (1.0 / n)
+    mean_g = _sum_last(g) * (1.0 / n)
+    mean_gx = _sum_last(g * xhat) * (1.0 / n)
     g -= mean_g
     g -= xhat * mean_gx
     g *= inv_std
@@ -249,11 +257,7 @@ class LayerNorm(Module):
 
     def forward(self, x):
         x = check_array(x, "x", like=self.gamma.data, last=self.dim, finite=False)
-        xp = backend.get_xp(x)
-        mu = _sum_last(x) * (1.0 / self.dim)
-        xhat = x - mu  # x - mu, normalised in place below
-        inv_std = 1.0 / xp.sqrt(_sum_last(xhat * xhat) * (1.0 / self.dim) + self.eps)
-        xhat *= inv_std
+        xhat, inv_std = _normalize_last(x, self.eps)
         self._xhat, self._inv_std = xhat, inv_std
         y = xhat * self.gamma.data
         y += self.beta.data
@@ -264,7 +268,7 @@ class LayerNorm(Module):
         D = self.dim
         self.gamma.grad += _sum_rows((dy * xhat).reshape(-1, D))[0]  # sums over every leading axis
         self.beta.grad += _sum_rows(dy.reshape(-1, D))[0]
-        return _norm_backward(dy, xhat, self._inv_std, self.gamma.data, -1, D, sum_fn=_sum_last)
+        return _norm_backward(dy, xhat, self._inv_std, self.gamma.data)
 
 
 class GroupNorm(Module):
@@ -300,9 +304,9 @@ class GroupNorm(Module):
         xp = backend.get_xp(x)
         B, H, W, C = x.shape
         x3 = x.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
-        xc = x3 - self._group_mean(_sum_pixels(x3), H * W)[:, None, :]  # x - mu
+        xc = x3 - self._group_mean(_sum_middle(x3), H * W)[:, None, :]  # x - mu
         sq = xc * xc
-        inv_std = 1.0 / xp.sqrt(self._group_mean(_sum_pixels(sq), H * W) + self.eps)  # (B, C), per group
+        inv_std = 1.0 / xp.sqrt(self._group_mean(_sum_middle(sq), H * W) + self.eps)  # (B, C), per group
         self._xc, self._inv_std = xc, inv_std  # xhat = xc * inv_std, never stored
         y = xp.multiply(xc, (inv_std * self.gamma.data)[:, None, :], out=sq)  # gamma xhat, in sq's memory
         y += self.beta.data
@@ -322,7 +326,7 @@ class GroupNorm(Module):
         xc, r, gamma = self._xc, self._inv_std, self.gamma.data
         dy3 = dy.reshape(B, H * W, C)  # (B, H, W, C) -> (B, HW, C)
         tmp = dy3 * xc
-        T1, T2 = _sum_pixels(dy3), _sum_pixels(tmp)  # (B, C) each
+        T1, T2 = _sum_middle(dy3), _sum_middle(tmp)  # (B, C) each
         rT2 = r * T2  # per (b, c): sum_hw dy xhat
         self.gamma.grad += rT2.sum(axis=0)
         self.beta.grad += T1.sum(axis=0)
@@ -334,9 +338,9 @@ class GroupNorm(Module):
         return dx.reshape(B, H, W, C)
 
 
-def _sum_pixels(a3):
-    """Per-(sample, channel) sums of ``a3 (B, HW, C)`` over HW: (B, C), as a batched GEMV with a ones
-    vector (BLAS, rather than NumPy's reduction over a non-innermost axis)."""
+def _sum_middle(a3):
+    """Sums of ``a3 (B, N, C)`` over its middle axis (pixels, tokens): (B, C), as a batched GEMV with a
+    ones vector (BLAS, rather than NumPy's reduction over a non-innermost axis)."""
     xp = backend.get_xp(a3)
     return (xp.ones((1, a3.shape[1]), dtype=a3.dtype) @ a3)[:, 0, :]  # (1, HW) @ (B, HW, C) -> (B, 1, C)
 
