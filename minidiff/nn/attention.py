@@ -30,7 +30,7 @@ import math
 from .. import backend
 from .._parallel import on_cpu, run_blocks
 from .._validate import MAX_SIZE, check_array, check_float_dtype, check_positive_int
-from .layers import LayerNorm, Linear, make_activation
+from .layers import LayerNorm, Linear, _sum_last, make_activation
 from .module import Module
 
 __all__ = ["MultiHeadAttention", "FeedForward", "TransformerBlock"]
@@ -202,8 +202,8 @@ class MultiHeadAttention(Module):
         _, h, S, L = et.shape
         d = self.head_dim
         do = self.to_out.backward(dy)  # (B, L, dim)
-        # r_i = sum_j dP_ij P_ij = dO_i . O_i per (sample, query, head), on the (L, d) side: (B L h, d) @ (d, 1)
-        r = ((do * o).reshape(-1, d) @ xp.ones((d, 1), dtype=do.dtype)).reshape(B, L, h).transpose(0, 2, 1)
+        # r_i = sum_j dP_ij P_ij = dO_i . O_i per (sample, query, head), on the (L, d) side
+        r = _sum_last((do * o).reshape(B, L, h, d))[..., 0].transpose(0, 2, 1)  # (B, L, h) -> (B, h, L)
         rz = (r * zinv[:, :, 0, :])[:, :, None, :]  # r / z: (B, h, 1, L)
         doh = self._split(do, B, L)  # (B, h, L, d) view
         if is_self:  # one (B L, 3 dim) array, [dQ | dK | dV], the layout _qkv_backward reads
